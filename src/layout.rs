@@ -1,0 +1,198 @@
+//! The byte layout of a segment: header, attachment slots, ring of records.
+//!
+//! ```text
+//! offset  size    what
+//! 0       128     Identity (written once before the file is published, then read-only):
+//!                 magic "SAGEQUE1", version, data offset, capacity, slot count, owner uid,
+//!                 creator pid, creation time, and the queue-wide `closed` word.
+//! 128     128     Producers' line: tail (next byte position to claim), msgs_in, bytes_in,
+//!                 waits_full.
+//! 256     128     Consumers' line: head (next position to take), msgs_out, bytes_out,
+//!                 waits_empty.
+//! 384     128     Release line: released (every byte below it is zeroed and free), the
+//!                 release lock (owner slot and generation), release_end (the range a lock
+//!                 holder is zeroing), recovered and lost record counts.
+//! 512     128     Wake word for consumers: data_seq, data_waiters (futex).
+//! 640     128     Wake word for producers: space_seq, space_waiters (futex).
+//! 768     128     Tasks: tasks_done, join_seq, join_waiters (futex).
+//! 896     128     Statistics baselines taken by reset_stats.
+//! 4096    64*1024 Attachment slots, 64 bytes each: generation, pid, process start time, and
+//!                 the slot's claim intent (producer range) and read intent (consumer range).
+//!                 Liveness of slot i is an OFD write lock on byte i of the file, which the
+//!                 kernel drops when the process dies.
+//! 69632   cap     The ring: records at 8-byte aligned positions. Positions are u64 byte counts
+//!                 that only grow; a position's place in the ring is `pos % cap`.
+//! ```
+//!
+//! A record is an 8-byte header word `len << 32 | state` followed by `len` payload bytes,
+//! padded to 8. States: 0 EMPTY (nothing written yet: every free byte is zero), WRITING,
+//! COMMITTED, PADDING (filler up to the end of the ring), DEAD (a dead writer's claim, skipped),
+//! CONSUMED. A record never crosses the end of the ring.
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SAGEQUE1");
+pub const VERSION: u32 = 1;
+pub const SLOT_COUNT: usize = 1024;
+pub const SLOT_SIZE: usize = 64;
+pub const SLOTS_OFFSET: usize = 4096;
+pub const DATA_OFFSET: usize = SLOTS_OFFSET + SLOT_COUNT * SLOT_SIZE;
+pub const MIN_CAPACITY: u64 = 4096;
+/// Capacities are powers of two up to 2^40 bytes; a record length fits in 32 bits.
+pub const MAX_CAPACITY: u64 = 1 << 40;
+pub const RECORD_HEADER: u64 = 8;
+/// Marks an empty intent.
+pub const NONE: u64 = u64::MAX;
+
+pub const EMPTY: u32 = 0;
+pub const WRITING: u32 = 1;
+pub const COMMITTED: u32 = 2;
+pub const PADDING: u32 = 3;
+pub const DEAD: u32 = 4;
+pub const CONSUMED: u32 = 5;
+
+#[inline]
+pub fn word(len: u64, state: u32) -> u64 {
+    (len << 32) | state as u64
+}
+#[inline]
+pub fn word_len(w: u64) -> u64 {
+    w >> 32
+}
+#[inline]
+pub fn word_state(w: u64) -> u32 {
+    w as u32
+}
+/// Bytes a record with `len` payload bytes occupies in the ring.
+#[inline]
+pub fn span(len: u64) -> u64 {
+    (RECORD_HEADER + len + 7) & !7
+}
+
+/// Round a requested capacity up to the power of two the ring uses.
+pub fn round_capacity(requested: u64) -> u64 {
+    requested
+        .max(MIN_CAPACITY)
+        .min(MAX_CAPACITY)
+        .next_power_of_two()
+}
+
+/// The largest payload a ring of `capacity` bytes accepts: one record filling the whole ring,
+/// and a record's length fits in 32 bits.
+pub fn max_message(capacity: u64) -> u64 {
+    let ring = capacity.min(1 << 32);
+    ring - RECORD_HEADER - if ring == 1 << 32 { 8 } else { 0 }
+}
+
+#[repr(C, align(128))]
+pub struct Identity {
+    pub magic: u64,
+    pub version: u32,
+    pub data_offset: u32,
+    pub capacity: u64,
+    pub slot_count: u32,
+    pub owner_uid: u32,
+    pub creator_pid: u32,
+    pub _reserved: u32,
+    pub created_unix_ms: u64,
+    pub closed: AtomicU32,
+}
+
+#[repr(C, align(128))]
+pub struct ProducerLine {
+    pub tail: AtomicU64,
+    pub msgs_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub waits_full: AtomicU64,
+}
+
+#[repr(C, align(128))]
+pub struct ConsumerLine {
+    pub head: AtomicU64,
+    pub msgs_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub waits_empty: AtomicU64,
+}
+
+#[repr(C, align(128))]
+pub struct ReleaseLine {
+    pub released: AtomicU64,
+    pub lock: AtomicU64,
+    pub release_end: AtomicU64,
+    pub recovered: AtomicU64,
+    pub lost: AtomicU64,
+}
+
+#[repr(C, align(128))]
+pub struct WakeLine {
+    pub seq: AtomicU32,
+    pub waiters: AtomicU32,
+}
+
+#[repr(C, align(128))]
+pub struct TaskLine {
+    pub tasks_done: AtomicU64,
+    pub join_seq: AtomicU32,
+    pub join_waiters: AtomicU32,
+}
+
+#[repr(C, align(128))]
+pub struct Baselines {
+    pub msgs_in: AtomicU64,
+    pub msgs_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub waits_full: AtomicU64,
+    pub waits_empty: AtomicU64,
+    pub recovered: AtomicU64,
+    pub lost: AtomicU64,
+}
+
+#[repr(C)]
+pub struct Header {
+    pub id: Identity,
+    pub prod: ProducerLine,
+    pub cons: ConsumerLine,
+    pub rel: ReleaseLine,
+    pub data_wake: WakeLine,
+    pub space_wake: WakeLine,
+    pub tasks: TaskLine,
+    pub base: Baselines,
+}
+
+#[repr(C, align(64))]
+pub struct Slot {
+    pub gen: AtomicU32,
+    pub pid: AtomicU32,
+    pub start_time: AtomicU64,
+    pub claim_start: AtomicU64,
+    pub claim_end: AtomicU64,
+    pub read_start: AtomicU64,
+    pub read_end: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == 1024);
+const _: () = assert!(std::mem::size_of::<Header>() <= SLOTS_OFFSET);
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_SIZE);
+const _: () = assert!(DATA_OFFSET % 4096 == 0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_and_capacity() {
+        assert_eq!(span(0), 8);
+        assert_eq!(span(1), 16);
+        assert_eq!(span(8), 16);
+        assert_eq!(span(9), 24);
+        assert_eq!(round_capacity(0), 4096);
+        assert_eq!(round_capacity(5000), 8192);
+        assert_eq!(round_capacity(65536), 65536);
+        assert_eq!(max_message(4096), 4088);
+        assert_eq!(span(max_message(4096)), 4096);
+        assert!(max_message(1 << 33) < 1 << 32);
+        let w = word(123, COMMITTED);
+        assert_eq!((word_len(w), word_state(w)), (123, COMMITTED));
+    }
+}

@@ -1,0 +1,27 @@
+//! sage-queue: a shared-memory multi-producer multi-consumer queue of variable-size messages
+//! between processes on one machine.
+//!
+//! A message's path: `SageQueue::put` (queue.rs) -> `Ring::try_put` (ring.rs: claim, write,
+//! commit) -> `wait::wake` ... `wait::sleep_unless` -> `Ring::try_get` (take, copy out,
+//! CONSUMED) -> `Ring::release` (zero, advance) -> `SageQueue::get` returns the bytes.
+//! Module map: error (typed errors), name (names and file names), layout (bytes of a segment),
+//! segment (the file and its mapping), attach (slots and liveness), ring (the protocol),
+//! wait (spin and futex), queue (the handle the UDL exposes), fault (test-only hooks).
+
+mod attach;
+mod error;
+mod fault;
+mod layout;
+mod name;
+mod queue;
+mod ring;
+mod segment;
+mod wait;
+
+pub use error::QueueError;
+pub use queue::{
+    collect_garbage, list_queues, max_message_size, parse_frames, queue_dir, unlink_queue,
+    validate_name, QueueInfo, QueueStats, SageQueue,
+};
+
+uniffi::include_scaffolding!("sage_queue");

@@ -1,0 +1,631 @@
+//! The queue handle the UDL exposes: argument checks, timeouts and blocking, error mapping,
+//! attach/detach, statistics, and the module-level functions (list, unlink, gc).
+
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::attach;
+use crate::error::{QueueError, Result};
+use crate::layout::{self, span, WakeLine};
+use crate::name;
+use crate::ring::{Cache, Me, Ring};
+use crate::segment::{self, Segment};
+use crate::wait::{self, Deadline};
+
+/// Longest single futex sleep; between sleeps a waiter checks for dead processes.
+const SLICE: Duration = Duration::from_millis(10);
+/// How long an operation may see no progress before it looks for dead processes' leftovers.
+const RECOVER_AFTER: Duration = Duration::from_millis(10);
+const SPIN: u32 = 64;
+
+/// Timeouts of the UDL: seconds, negative = forever, 0 = try once.
+pub type Timeout = f64;
+
+struct Local {
+    cache: Cache,
+    stuck_since: Option<Instant>,
+}
+
+pub struct SageQueue {
+    seg: Segment,
+    name: String,
+    me: Me,
+    pid: u32,
+    created: bool,
+    auto_cleanup: bool,
+    closed: AtomicBool,
+    local: Mutex<Local>,
+}
+
+pub struct QueueStats {
+    pub name: String,
+    pub path: String,
+    pub capacity: u64,
+    pub max_message_size: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub messages: u64,
+    pub attached: u32,
+    pub msgs_in: u64,
+    pub msgs_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub waits_full: u64,
+    pub waits_empty: u64,
+    pub recovered: u64,
+    pub lost: u64,
+    pub unfinished_tasks: u64,
+    pub closed: bool,
+    pub creator_pid: u32,
+    pub owner_uid: u32,
+    pub created_unix_ms: u64,
+}
+
+pub struct QueueInfo {
+    pub name: String,
+    pub path: String,
+    pub valid: bool,
+    pub error: Option<String>,
+    pub capacity: u64,
+    pub used_bytes: u64,
+    pub messages: u64,
+    pub attached: u32,
+    pub creator_pid: u32,
+}
+
+impl SageQueue {
+    // ---- constructors ----
+
+    pub fn create(name: &str, capacity: u64, mode: u32, auto_cleanup: bool) -> Result<Self> {
+        name::validate(name)?;
+        if capacity == 0 {
+            return Err(QueueError::invalid("capacity must be at least 1 byte"));
+        }
+        let dir = segment::queue_dir();
+        let (mut seg, tmp) = Segment::create_unpublished(&dir, capacity, mode)?;
+        // Take the first slot before the name appears, so no closer can remove it under us.
+        let (slot, gen) = match attach::attach(&seg.file, seg.slots()) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        seg.publish(&tmp, &segment::segment_path(name), name)?;
+        Ok(Self::from_parts(seg, name, Me { slot, gen }, true, auto_cleanup))
+    }
+
+    pub fn open(name: &str, auto_cleanup: bool) -> Result<Self> {
+        name::validate(name)?;
+        let path = segment::segment_path(name);
+        for _ in 0..100 {
+            let seg = Segment::open(&path, name, true)?;
+            let (slot, gen) = attach::attach(&seg.file, seg.slots())?;
+            // A last closer may have removed the file between our open and our attach.
+            if seg.is_linked() && seg.header().id.closed.load(Acquire) == 0 {
+                return Ok(Self::from_parts(seg, name, Me { slot, gen }, false, auto_cleanup));
+            }
+            attach::detach(&seg.file, seg.slots(), slot);
+        }
+        Err(QueueError::NotFound {
+            name: name.to_string(),
+        })
+    }
+
+    pub fn open_or_create(name: &str, capacity: u64, mode: u32, auto_cleanup: bool) -> Result<Self> {
+        name::validate(name)?;
+        for _ in 0..100 {
+            match Self::open(name, auto_cleanup) {
+                Err(QueueError::NotFound { .. }) => {}
+                other => return other,
+            }
+            match Self::create(name, capacity, mode, auto_cleanup) {
+                Err(QueueError::AlreadyExists { .. }) => {}
+                other => return other,
+            }
+        }
+        Err(QueueError::Io {
+            message: format!("queue {name:?} kept appearing and disappearing"),
+        })
+    }
+
+    fn from_parts(seg: Segment, name: &str, me: Me, created: bool, auto_cleanup: bool) -> Self {
+        SageQueue {
+            seg,
+            name: name.to_string(),
+            me,
+            pid: std::process::id(),
+            created,
+            auto_cleanup,
+            closed: AtomicBool::new(false),
+            local: Mutex::new(Local {
+                cache: Cache::default(),
+                stuck_since: None,
+            }),
+        }
+    }
+
+    // ---- plumbing ----
+
+    fn ring(&self) -> Ring<'_> {
+        Ring::new(&self.seg, self.me)
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Acquire) {
+            return Err(QueueError::closed("this handle was closed"));
+        }
+        if self.seg.header().id.closed.load(Acquire) != 0 {
+            return Err(QueueError::closed("the queue was unlinked"));
+        }
+        Ok(())
+    }
+
+    fn any_closed(&self) -> bool {
+        self.closed.load(Acquire) || self.seg.header().id.closed.load(Acquire) != 0
+    }
+
+    /// Run `attempt` until it yields a value, spinning briefly and then sleeping on `line`
+    /// until `ready` says another attempt may succeed. Between sleeps, and whenever the queue
+    /// has made no progress for RECOVER_AFTER, leftovers of dead processes are recovered.
+    fn blocking<T>(
+        &self,
+        timeout: Timeout,
+        line: &WakeLine,
+        waits: &std::sync::atomic::AtomicU64,
+        on_timeout: QueueError,
+        mut attempt: impl FnMut(&Ring, &mut Cache) -> Result<Option<T>>,
+        ready: impl Fn(&Ring) -> bool,
+    ) -> Result<T> {
+        let ring = self.ring();
+        let deadline = Deadline::from_secs(timeout);
+        let mut counted = false;
+        loop {
+            self.check_open()?;
+            {
+                let mut local = self.local();
+                let l = &mut *local;
+                if let Some(v) = attempt(&ring, &mut l.cache)? {
+                    l.stuck_since = None;
+                    return Ok(v);
+                }
+                let since = *l.stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= RECOVER_AFTER {
+                    l.stuck_since = Some(Instant::now());
+                    if ring.recover() {
+                        continue;
+                    }
+                }
+            }
+            if Deadline::immediate(timeout) {
+                return Err(on_timeout);
+            }
+            if wait::spin(SPIN, || ready(&ring) || self.any_closed()) {
+                continue;
+            }
+            if !counted {
+                waits.fetch_add(1, Relaxed);
+                counted = true;
+            }
+            let Some(slice) = deadline.next_slice(SLICE) else {
+                return Err(on_timeout);
+            };
+            wait::sleep_unless(line, slice, || ready(&ring) || self.any_closed());
+        }
+    }
+
+    // ---- messages ----
+
+    pub fn put(&self, data: &[u8], timeout: Timeout) -> Result<()> {
+        self.check_size(data.len())?;
+        let h = self.seg.header();
+        let need = span(data.len() as u64);
+        self.blocking(
+            timeout,
+            &h.space_wake,
+            &h.prod.waits_full,
+            QueueError::Full,
+            |ring, cache| {
+                if ring.try_put(cache, &[data]) == 1 {
+                    return Ok(Some(()));
+                }
+                ring.release();
+                Ok((ring.try_put(cache, &[data]) == 1).then_some(()))
+            },
+            |ring| ring.has_space(need),
+        )
+    }
+
+    pub fn get(&self, timeout: Timeout) -> Result<Vec<u8>> {
+        let h = self.seg.header();
+        self.blocking(
+            timeout,
+            &h.data_wake,
+            &h.cons.waits_empty,
+            QueueError::Empty,
+            |ring, cache| {
+                let mut out = Vec::new();
+                let n = ring.try_get(cache, 1, u64::MAX, &mut |r, pos, len| {
+                    r.copy_out(pos, len, &mut out)
+                })?;
+                Ok((n == 1).then_some(out))
+            },
+            |ring| ring.head_ready(),
+        )
+    }
+
+    pub fn put_batch(&self, frames: &[u8], timeout: Timeout) -> Result<u32> {
+        let msgs = parse_frames(frames)?;
+        for m in &msgs {
+            self.check_size(m.len())?;
+        }
+        let h = self.seg.header();
+        let mut done = 0usize;
+        while done < msgs.len() {
+            let need = span(msgs[done].len() as u64);
+            let res = self.blocking(
+                timeout,
+                &h.space_wake,
+                &h.prod.waits_full,
+                QueueError::Full,
+                |ring, cache| {
+                    let mut n = ring.try_put(cache, &msgs[done..]);
+                    if n == 0 {
+                        ring.release();
+                        n = ring.try_put(cache, &msgs[done..]);
+                    }
+                    Ok((n > 0).then_some(n))
+                },
+                |ring| ring.has_space(need),
+            );
+            match res {
+                Ok(n) => done += n,
+                Err(QueueError::Full) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done as u32)
+    }
+
+    pub fn get_batch(&self, max_items: u32, max_bytes: u64, timeout: Timeout) -> Result<Vec<u8>> {
+        if max_items == 0 {
+            return Err(QueueError::invalid("max_items must be at least 1"));
+        }
+        let h = self.seg.header();
+        self.blocking(
+            timeout,
+            &h.data_wake,
+            &h.cons.waits_empty,
+            QueueError::Empty,
+            |ring, cache| {
+                let mut out = Vec::new();
+                let n = ring.try_get(cache, max_items as usize, max_bytes, &mut |r, pos, len| {
+                    out.extend_from_slice(&(len as u32).to_le_bytes());
+                    r.copy_out(pos, len, &mut out)
+                })?;
+                Ok((n > 0).then_some(out))
+            },
+            |ring| ring.head_ready(),
+        )
+    }
+
+    fn check_size(&self, len: usize) -> Result<()> {
+        let max = self.max_message_size();
+        if len as u64 > max {
+            return Err(QueueError::TooLarge {
+                size: len as u64,
+                max_size: max,
+            });
+        }
+        Ok(())
+    }
+
+    // ---- state ----
+
+    pub fn qsize(&self) -> u64 {
+        let h = self.seg.header();
+        let out = h.cons.msgs_out.load(Acquire);
+        h.prod.msgs_in.load(Acquire).saturating_sub(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        let ring = self.ring();
+        ring.release();
+        ring.free_bytes() < span(0)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.seg.capacity
+    }
+
+    pub fn max_message_size(&self) -> u64 {
+        layout::max_message(self.seg.capacity)
+    }
+
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    pub fn path(&self) -> String {
+        self.seg.path.display().to_string()
+    }
+
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.any_closed()
+    }
+
+    pub fn stats(&self) -> Result<QueueStats> {
+        self.check_open()?;
+        let own = u32::from(!self.closed.load(Acquire));
+        Ok(stats_of(&self.seg, &self.name, own + attach::count_others(&self.seg.file)))
+    }
+
+    pub fn reset_stats(&self) -> Result<()> {
+        self.check_open()?;
+        let h = self.seg.header();
+        let b = &h.base;
+        b.msgs_in.store(h.prod.msgs_in.load(Relaxed), Relaxed);
+        b.bytes_in.store(h.prod.bytes_in.load(Relaxed), Relaxed);
+        b.waits_full.store(h.prod.waits_full.load(Relaxed), Relaxed);
+        b.msgs_out.store(h.cons.msgs_out.load(Relaxed), Relaxed);
+        b.bytes_out.store(h.cons.bytes_out.load(Relaxed), Relaxed);
+        b.waits_empty.store(h.cons.waits_empty.load(Relaxed), Relaxed);
+        b.recovered.store(h.rel.recovered.load(Relaxed), Relaxed);
+        b.lost.store(h.rel.lost.load(Relaxed), Relaxed);
+        Ok(())
+    }
+
+    // ---- tasks ----
+
+    pub fn task_done(&self, count: u64) -> Result<()> {
+        self.check_open()?;
+        let h = self.seg.header();
+        let t = &h.tasks;
+        let mut done = t.tasks_done.load(SeqCst);
+        loop {
+            let put = h.prod.msgs_in.load(SeqCst);
+            if done + count > put {
+                return Err(QueueError::invalid(
+                    "task_done() called more times than there were items",
+                ));
+            }
+            match t
+                .tasks_done
+                .compare_exchange(done, done + count, SeqCst, SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => done = now,
+            }
+        }
+        wait::wake_tasks(t);
+        Ok(())
+    }
+
+    pub fn join(&self, timeout: Timeout) -> Result<bool> {
+        let h = self.seg.header();
+        let t = &h.tasks;
+        let deadline = Deadline::from_secs(timeout);
+        let finished = || t.tasks_done.load(SeqCst) >= h.prod.msgs_in.load(SeqCst);
+        loop {
+            self.check_open()?;
+            if finished() {
+                return Ok(true);
+            }
+            let Some(slice) = deadline.next_slice(SLICE) else {
+                return Ok(false);
+            };
+            let seq = t.join_seq.load(SeqCst);
+            t.join_waiters.fetch_add(1, SeqCst);
+            if !finished() && !self.any_closed() {
+                wait::futex_wait(&t.join_seq, seq, slice);
+            }
+            t.join_waiters.fetch_sub(1, SeqCst);
+        }
+    }
+
+    // ---- lifecycle ----
+
+    pub fn close(&self) {
+        if self.closed.swap(true, AcqRel) {
+            return;
+        }
+        // A handle inherited through fork() belongs to the parent's slot; leave it alone.
+        if std::process::id() != self.pid {
+            return;
+        }
+        let _guard = self.local();
+        attach::detach(&self.seg.file, self.seg.slots(), self.me.slot);
+        if self.auto_cleanup && attach::lock_table_if_unused(&self.seg.file) {
+            let _ = self.seg.unlink_if_ours();
+            attach::unlock_table(&self.seg.file);
+        }
+    }
+
+    pub fn unlink(&self) -> Result<()> {
+        if self.closed.load(Acquire) {
+            return Err(QueueError::closed("this handle was closed"));
+        }
+        mark_closed(&self.seg);
+        let res = self.seg.unlink_if_ours();
+        self.close();
+        res.map(|_| ())
+    }
+}
+
+impl Drop for SageQueue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Mark a queue closed for every attacher and wake all of its sleepers.
+fn mark_closed(seg: &Segment) {
+    let h = seg.header();
+    h.id.closed.store(1, SeqCst);
+    wait::wake(&h.data_wake);
+    wait::wake(&h.space_wake);
+    wait::wake_tasks(&h.tasks);
+    // Sleepers that announced themselves after our check still time out within SLICE.
+}
+
+fn stats_of(seg: &Segment, name: &str, attached: u32) -> QueueStats {
+    let h = seg.header();
+    let b = &h.base;
+    let since = |now: u64, base: &std::sync::atomic::AtomicU64| now.saturating_sub(base.load(Relaxed));
+    let msgs_in = h.prod.msgs_in.load(Acquire);
+    let msgs_out = h.cons.msgs_out.load(Acquire);
+    let tail = h.prod.tail.load(Acquire);
+    let released = h.rel.released.load(Acquire);
+    let used = tail.saturating_sub(released).min(seg.capacity);
+    QueueStats {
+        name: name.to_string(),
+        path: seg.path.display().to_string(),
+        capacity: seg.capacity,
+        max_message_size: layout::max_message(seg.capacity),
+        used_bytes: used,
+        free_bytes: seg.capacity - used,
+        messages: msgs_in.saturating_sub(msgs_out),
+        attached,
+        msgs_in: since(msgs_in, &b.msgs_in),
+        msgs_out: since(msgs_out, &b.msgs_out),
+        bytes_in: since(h.prod.bytes_in.load(Relaxed), &b.bytes_in),
+        bytes_out: since(h.cons.bytes_out.load(Relaxed), &b.bytes_out),
+        waits_full: since(h.prod.waits_full.load(Relaxed), &b.waits_full),
+        waits_empty: since(h.cons.waits_empty.load(Relaxed), &b.waits_empty),
+        recovered: since(h.rel.recovered.load(Relaxed), &b.recovered),
+        lost: since(h.rel.lost.load(Relaxed), &b.lost),
+        unfinished_tasks: msgs_in.saturating_sub(h.tasks.tasks_done.load(Acquire)),
+        closed: h.id.closed.load(Acquire) != 0,
+        creator_pid: h.id.creator_pid,
+        owner_uid: h.id.owner_uid,
+        created_unix_ms: h.id.created_unix_ms,
+    }
+}
+
+/// Split a frame buffer into payloads, rejecting it whole if any frame is malformed.
+pub fn parse_frames(buf: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(QueueError::invalid(format!(
+                "frame {} is cut short: {} bytes left where a 4-byte length belongs",
+                out.len(),
+                rest.len()
+            )));
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        if rest.len() - 4 < len {
+            return Err(QueueError::invalid(format!(
+                "frame {} says {len} bytes but only {} remain",
+                out.len(),
+                rest.len() - 4
+            )));
+        }
+        out.push(&rest[4..4 + len]);
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
+}
+
+// ---- module-level functions ----
+
+pub fn queue_dir() -> String {
+    segment::queue_dir().display().to_string()
+}
+
+pub fn validate_name(name: &str) -> Result<()> {
+    name::validate(name)
+}
+
+pub fn max_message_size(capacity: u64) -> u64 {
+    layout::max_message(layout::round_capacity(capacity))
+}
+
+pub fn unlink_queue(name: &str) -> Result<()> {
+    name::validate(name)?;
+    let seg = Segment::open(&segment::segment_path(name), name, false)?;
+    mark_closed(&seg);
+    seg.unlink_if_ours().map(|_| ())
+}
+
+/// This user's segment files in the queue folder: (queue name, path).
+fn own_segments() -> Result<Vec<(String, std::path::PathBuf)>> {
+    let dir = segment::queue_dir();
+    let uid = segment::euid();
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| QueueError::io(&format!("cannot list {}", dir.display()), e))?;
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter_map(|e| {
+            let f = e.file_name();
+            let n = name::parse_file_name(uid, f.to_str()?)?.to_string();
+            Some((n, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+pub fn list_queues() -> Result<Vec<QueueInfo>> {
+    Ok(own_segments()?
+        .into_iter()
+        .map(|(n, path)| match Segment::open(&path, &n, false) {
+            Ok(seg) => {
+                let s = stats_of(&seg, &n, attach::count_others(&seg.file));
+                QueueInfo {
+                    name: n,
+                    path: s.path,
+                    valid: true,
+                    error: None,
+                    capacity: s.capacity,
+                    used_bytes: s.used_bytes,
+                    messages: s.messages,
+                    attached: s.attached,
+                    creator_pid: s.creator_pid,
+                }
+            }
+            Err(e) => QueueInfo {
+                name: n,
+                path: path.display().to_string(),
+                valid: false,
+                error: Some(e.to_string()),
+                capacity: 0,
+                used_bytes: 0,
+                messages: 0,
+                attached: 0,
+                creator_pid: 0,
+            },
+        })
+        .collect())
+}
+
+pub fn collect_garbage() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for (n, path) in own_segments()? {
+        let Ok(seg) = Segment::open(&path, &n, false) else {
+            continue; // not a valid segment: never touched
+        };
+        if attach::lock_table_if_unused(&seg.file) {
+            if seg.unlink_if_ours().unwrap_or(false) {
+                removed.push(n);
+            }
+            attach::unlock_table(&seg.file);
+        }
+    }
+    segment::remove_stale_temp_files();
+    Ok(removed)
+}

@@ -1,0 +1,545 @@
+//! The ring protocol: claim -> write -> commit -> consume -> release, and recovery of the
+//! claims of dead processes.
+//!
+//! Producers claim space with one CAS on `tail` after announcing the range in their slot's
+//! claim intent, write a WRITING header, copy the payload, then store COMMITTED. Consumers read
+//! `tail` (so the header they look at belongs to the current lap), see COMMITTED at `head`,
+//! announce a read intent, CAS `head` past the record(s), copy out, then store CONSUMED. The
+//! holder of the release lock zeroes consumed records in order and advances `released`; every
+//! byte at or above `released` (up to `released + capacity`) is zero or belongs to a live claim.
+//!
+//! Recovery (run by waiters that see no progress) uses the intents and the slot locks:
+//! - a record at `head` still EMPTY/WRITING whose range no live producer intent covers belongs
+//!   to a dead producer: it becomes DEAD and is skipped;
+//! - a COMMITTED record below `head` at `released` that no live read intent covers was taken by
+//!   a dead consumer: it becomes CONSUMED (counted as lost);
+//! - a release lock held by a dead owner is taken over and its zeroing redone.
+
+use std::fs::File;
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
+
+use crate::attach;
+use crate::error::{QueueError, Result};
+use crate::layout::*;
+use crate::segment::Segment;
+use crate::wait;
+
+/// This handle's identity in the segment.
+#[derive(Clone, Copy)]
+pub struct Me {
+    pub slot: u32,
+    pub gen: u32,
+}
+
+impl Me {
+    fn owner_word(self) -> u64 {
+        ((self.slot as u64 + 1) << 32) | self.gen as u64
+    }
+}
+
+/// Cursor values this handle saw last. Cursors only grow, so a cached value is a safe
+/// lower bound; it is refreshed only when it is not enough.
+#[derive(Default)]
+pub struct Cache {
+    pub tail: u64,
+    pub released: u64,
+}
+
+/// A view of a mapped segment for one handle.
+pub struct Ring<'a> {
+    pub hdr: &'a Header,
+    slots: &'a [Slot],
+    file: &'a File,
+    data: *mut u8,
+    cap: u64,
+    mask: u64,
+    me: Me,
+}
+
+/// What a producer's claim got.
+enum Claim {
+    /// `count` records starting at `pos`.
+    Got { pos: u64, count: usize },
+    NoSpace,
+}
+
+impl<'a> Ring<'a> {
+    pub fn new(seg: &'a Segment, me: Me) -> Ring<'a> {
+        Ring {
+            hdr: seg.header(),
+            slots: seg.slots(),
+            file: &seg.file,
+            data: seg.data(),
+            cap: seg.capacity,
+            mask: seg.capacity - 1,
+            me,
+        }
+    }
+
+    fn my_slot(&self) -> &Slot {
+        &self.slots[self.me.slot as usize]
+    }
+
+    // ---- raw access: the only code that touches ring bytes ----
+
+    fn hword(&self, pos: u64) -> &AtomicU64 {
+        debug_assert!(pos % 8 == 0);
+        // SAFETY: `pos & mask` < capacity and is 8-aligned (every record position is), and the
+        // ring starts page aligned, so the word is aligned and inside the mapping, which lives
+        // as long as 'a.
+        unsafe { &*(self.data.add((pos & self.mask) as usize) as *const AtomicU64) }
+    }
+
+    /// Copy `src` into the payload of the record at `pos`.
+    fn write_payload(&self, pos: u64, src: &[u8]) {
+        let idx = ((pos & self.mask) + RECORD_HEADER) as usize;
+        debug_assert!(idx as u64 + src.len() as u64 <= self.cap);
+        // SAFETY: the caller claimed [pos, pos + span(len)) which lies within one lap
+        // (claims never cross the ring's end), so the destination is inside the ring; no other
+        // process reads or writes these bytes until the record is COMMITTED.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(idx), src.len()) }
+    }
+
+    /// Append the payload of the record at `pos` (of `len` bytes) to `out`.
+    fn read_payload(&self, pos: u64, len: u64, out: &mut Vec<u8>) {
+        let idx = ((pos & self.mask) + RECORD_HEADER) as usize;
+        debug_assert!(idx as u64 + len <= self.cap);
+        out.reserve(len as usize);
+        // SAFETY: the record was COMMITTED and this consumer won the head CAS for it, so its
+        // bytes are stable until it is marked CONSUMED; `check_span` verified that the payload
+        // lies within the ring; `out` has room for `len` more bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.data.add(idx),
+                out.as_mut_ptr().add(out.len()),
+                len as usize,
+            );
+            out.set_len(out.len() + len as usize);
+        }
+    }
+
+    /// Zero positions [from, to) (at most one capacity long).
+    fn zero(&self, from: u64, to: u64) {
+        debug_assert!(to - from <= self.cap);
+        let mut p = from;
+        while p < to {
+            let idx = p & self.mask;
+            let n = (to - p).min(self.cap - idx);
+            // SAFETY: [idx, idx + n) lies inside the ring; positions below `released + cap`
+            // and at or above `released` are not claimable by producers until `released`
+            // moves past them, and the release lock makes this the only writer.
+            unsafe { std::ptr::write_bytes(self.data.add(idx as usize), 0, n as usize) };
+            p += n;
+        }
+    }
+
+    /// The span of a record with header `w` at `pos`, if it stays within the lap and below `limit`.
+    fn check_span(&self, pos: u64, w: u64, limit: u64) -> Result<u64> {
+        let s = span(word_len(w));
+        let to_end = self.cap - (pos & self.mask);
+        if s > to_end || pos + s > limit {
+            return Err(QueueError::corrupt(format!(
+                "record at position {pos} claims {s} bytes past the end of its lap or the tail"
+            )));
+        }
+        Ok(s)
+    }
+
+    // ---- producers ----
+
+    /// Bytes free for producers according to `released` (refreshed when the cache says no).
+    pub fn free_bytes(&self) -> u64 {
+        let t = self.hdr.prod.tail.load(Acquire);
+        let r = self.hdr.rel.released.load(Acquire);
+        (r + self.cap).saturating_sub(t)
+    }
+
+    /// Claim room for a prefix of `spans` (at least one) that fits before the ring's end.
+    fn claim(&self, cache: &mut Cache, spans: &[u64]) -> Claim {
+        let me = self.my_slot();
+        let mut refreshed = false;
+        loop {
+            let t = self.hdr.prod.tail.load(Acquire);
+            let to_end = self.cap - (t & self.mask);
+            let free = (cache.released + self.cap).saturating_sub(t);
+            let limit = free.min(to_end);
+            let mut total = 0;
+            let mut count = 0;
+            for &s in spans {
+                if total + s > limit {
+                    break;
+                }
+                total += s;
+                count += 1;
+            }
+            let padding = count == 0 && spans[0] > to_end && to_end <= free;
+            if count == 0 && !padding {
+                if refreshed {
+                    return Claim::NoSpace;
+                }
+                cache.released = self.hdr.rel.released.load(Acquire);
+                refreshed = true;
+                continue;
+            }
+            let claim = if padding { to_end } else { total };
+            me.claim_end.store(t + claim, Relaxed);
+            me.claim_start.store(t, Relaxed);
+            if self
+                .hdr
+                .prod
+                .tail
+                .compare_exchange(t, t + claim, AcqRel, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if padding {
+                // Fill the rest of the lap, then claim again at the start of the next one.
+                self.hword(t)
+                    .store(word(to_end - RECORD_HEADER, PADDING), SeqCst);
+                me.claim_start.store(NONE, Release);
+                wait::wake(&self.hdr.data_wake);
+                continue;
+            }
+            return Claim::Got { pos: t, count };
+        }
+    }
+
+    /// Put a prefix of `msgs` that fits now; returns how many were put (0: no space).
+    pub fn try_put(&self, cache: &mut Cache, msgs: &[&[u8]]) -> usize {
+        let mut spans_buf = [0u64; 64];
+        let n = msgs.len().min(spans_buf.len());
+        for (s, m) in spans_buf.iter_mut().zip(msgs) {
+            *s = span(m.len() as u64);
+        }
+        let Claim::Got { pos, count } = self.claim(cache, &spans_buf[..n]) else {
+            return 0;
+        };
+        let msgs = &msgs[..count];
+        // Headers first, so a crash mid-copy leaves records whose length recovery can read.
+        let mut p = pos;
+        for m in msgs {
+            self.hword(p).store(word(m.len() as u64, WRITING), Relaxed);
+            p += span(m.len() as u64);
+        }
+        fence(Release);
+        crate::fault::hook(crate::fault::Step::Written);
+        let mut p = pos;
+        let mut bytes = 0;
+        for m in msgs {
+            self.write_payload(p, m);
+            p += span(m.len() as u64);
+            bytes += m.len() as u64;
+        }
+        let mut p = pos;
+        for m in msgs {
+            self.hword(p).store(word(m.len() as u64, COMMITTED), Release);
+            p += span(m.len() as u64);
+        }
+        self.my_slot().claim_start.store(NONE, Release);
+        self.hdr.prod.msgs_in.fetch_add(count as u64, Relaxed);
+        self.hdr.prod.bytes_in.fetch_add(bytes, Relaxed);
+        fence(SeqCst);
+        wait::wake(&self.hdr.data_wake);
+        count
+    }
+
+    /// Whether a message of `span` bytes could be claimed now (used while waiting).
+    pub fn has_space(&self, s: u64) -> bool {
+        let t = self.hdr.prod.tail.load(SeqCst);
+        let r = self.hdr.rel.released.load(SeqCst);
+        let free = (r + self.cap).saturating_sub(t);
+        s <= free || self.releasable_at_released()
+    }
+
+    // ---- consumers ----
+
+    /// Take up to `max_items` committed messages (payload total <= max_bytes, at least one)
+    /// from the head; each payload is handed to `sink`. Returns the number taken.
+    pub fn try_get(
+        &self,
+        cache: &mut Cache,
+        max_items: usize,
+        max_bytes: u64,
+        sink: &mut dyn FnMut(&Ring, u64, u64),
+    ) -> Result<usize> {
+        let me = self.my_slot();
+        loop {
+            let h = self.hdr.cons.head.load(Acquire);
+            if h >= cache.tail {
+                cache.tail = self.hdr.prod.tail.load(Acquire);
+                if h >= cache.tail {
+                    return Ok(0);
+                }
+            }
+            // Every position below cache.tail was claimed in this lap, so headers there are
+            // zero (not yet written) or this lap's records.
+            let mut p = h;
+            let mut items = 0usize;
+            let mut bytes = 0u64;
+            while p < cache.tail && items < max_items {
+                let w = self.hword(p).load(Acquire);
+                match word_state(w) {
+                    COMMITTED => {
+                        let len = word_len(w);
+                        if items > 0 && bytes + len > max_bytes {
+                            break;
+                        }
+                        p += self.check_span(p, w, cache.tail)?;
+                        items += 1;
+                        bytes += len;
+                    }
+                    PADDING | DEAD => p += self.check_span(p, w, cache.tail)?,
+                    EMPTY | WRITING => break,
+                    // The head moved on under us; this header belongs to an older read.
+                    CONSUMED => break,
+                    s => {
+                        return Err(QueueError::corrupt(format!(
+                            "record at position {p} has unknown state {s}"
+                        )))
+                    }
+                }
+            }
+            if p == h {
+                if self.hdr.cons.head.load(Acquire) != h {
+                    continue;
+                }
+                return Ok(0);
+            }
+            me.read_end.store(p, Relaxed);
+            me.read_start.store(h, Relaxed);
+            if self
+                .hdr
+                .cons
+                .head
+                .compare_exchange(h, p, AcqRel, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if items == 0 {
+                // Only padding or dead records: skipped; the releaser frees them.
+                me.read_start.store(NONE, Release);
+                continue;
+            }
+            self.hdr.cons.msgs_out.fetch_add(items as u64, Relaxed);
+            self.hdr.cons.bytes_out.fetch_add(bytes, Relaxed);
+            crate::fault::hook(crate::fault::Step::Taken);
+            let mut q = h;
+            while q < p {
+                let w = self.hword(q).load(Acquire);
+                let s = span(word_len(w));
+                if word_state(w) == COMMITTED {
+                    sink(self, q, word_len(w));
+                    self.hword(q).store(word(word_len(w), CONSUMED), SeqCst);
+                }
+                q += s;
+            }
+            me.read_start.store(NONE, Release);
+            let backlog = p - self.hdr.rel.released.load(Relaxed);
+            if backlog >= self.cap / 4 || self.hdr.space_wake.waiters.load(SeqCst) > 0 {
+                self.release();
+            }
+            return Ok(items);
+        }
+    }
+
+    /// Append the payload of record `pos` to `out` (for `try_get` sinks).
+    pub fn copy_out(&self, pos: u64, len: u64, out: &mut Vec<u8>) {
+        self.read_payload(pos, len, out)
+    }
+
+    /// Whether the record at the head is ready to take or skip (used while waiting).
+    pub fn head_ready(&self) -> bool {
+        let h = self.hdr.cons.head.load(SeqCst);
+        let t = self.hdr.prod.tail.load(SeqCst);
+        h < t && matches!(word_state(self.hword(h).load(SeqCst)), COMMITTED | PADDING | DEAD)
+    }
+
+    // ---- release ----
+
+    fn releasable_at_released(&self) -> bool {
+        let r = self.hdr.rel.released.load(SeqCst);
+        let h = self.hdr.cons.head.load(SeqCst);
+        r < h && matches!(word_state(self.hword(r).load(SeqCst)), CONSUMED | PADDING | DEAD)
+    }
+
+    /// Zero and free every consumed record at `released`, if nobody else is doing it.
+    pub fn release(&self) {
+        let owner = self.me.owner_word();
+        loop {
+            if self
+                .hdr
+                .rel
+                .lock
+                .compare_exchange(0, owner, SeqCst, Relaxed)
+                .is_err()
+            {
+                return; // the holder re-checks after unlocking
+            }
+            let start = self.hdr.rel.released.load(Relaxed);
+            let head = self.hdr.cons.head.load(Acquire);
+            let mut r = start;
+            while r < head && r - start < self.cap {
+                let w = self.hword(r).load(Acquire);
+                if !matches!(word_state(w), CONSUMED | PADDING | DEAD) {
+                    break;
+                }
+                match self.check_span(r, w, head) {
+                    Ok(s) => r += s,
+                    Err(_) => break,
+                }
+            }
+            if r > start {
+                self.hdr.rel.release_end.store(r, Relaxed);
+                crate::fault::hook(crate::fault::Step::Releasing);
+                self.zero(start, r);
+                self.hdr.rel.released.store(r, SeqCst);
+            }
+            self.hdr.rel.lock.store(0, SeqCst);
+            if r > start {
+                wait::wake(&self.hdr.space_wake);
+            }
+            if !self.releasable_at_released() {
+                return;
+            }
+        }
+    }
+
+    // ---- recovery ----
+
+    fn slot_alive(&self, i: u32) -> bool {
+        i == self.me.slot || attach::held_by_other(self.file, i)
+    }
+
+    fn owner_alive(&self, owner: u64) -> bool {
+        let slot = ((owner >> 32) as u32).wrapping_sub(1);
+        let gen = owner as u32;
+        if slot as usize >= self.slots.len() {
+            return false;
+        }
+        if slot == self.me.slot {
+            return gen == self.me.gen;
+        }
+        self.slots[slot as usize].gen.load(Acquire) == gen && attach::held_by_other(self.file, slot)
+    }
+
+    /// Whether a live slot's intent overlaps [from, to).
+    fn live_intent(&self, from: u64, to: u64, reads: bool) -> bool {
+        self.slots.iter().enumerate().any(|(i, s)| {
+            let (start, end) = if reads {
+                (s.read_start.load(Acquire), s.read_end.load(Acquire))
+            } else {
+                (s.claim_start.load(Acquire), s.claim_end.load(Acquire))
+            };
+            start != NONE && start < to && end > from && self.slot_alive(i as u32)
+        })
+    }
+
+    /// Undo what dead processes left half done. Returns true if anything changed.
+    pub fn recover(&self) -> bool {
+        let mut changed = false;
+        for _ in 0..64 {
+            let step = self.recover_release_lock()
+                | self.recover_dead_reader()
+                | self.recover_dead_writer();
+            if !step {
+                break;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    fn recover_release_lock(&self) -> bool {
+        let rel = &self.hdr.rel;
+        let o = rel.lock.load(Acquire);
+        if o == 0 || self.owner_alive(o) {
+            return false;
+        }
+        if rel
+            .lock
+            .compare_exchange(o, self.me.owner_word(), SeqCst, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let r = rel.released.load(Acquire);
+        let e = rel.release_end.load(Acquire);
+        if e > r && e - r <= self.cap {
+            self.zero(r, e);
+            rel.released.store(e, SeqCst);
+        }
+        rel.lock.store(0, SeqCst);
+        wait::wake(&self.hdr.space_wake);
+        self.release();
+        true
+    }
+
+    fn recover_dead_reader(&self) -> bool {
+        let r = self.hdr.rel.released.load(Acquire);
+        let h = self.hdr.cons.head.load(Acquire);
+        if r >= h {
+            return false;
+        }
+        let w = self.hword(r).load(Acquire);
+        if word_state(w) != COMMITTED || self.check_span(r, w, h).is_err() {
+            return false;
+        }
+        if self.live_intent(r, r + 1, true) {
+            return false;
+        }
+        if self
+            .hword(r)
+            .compare_exchange(w, word(word_len(w), CONSUMED), SeqCst, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.hdr.rel.lost.fetch_add(1, Relaxed);
+        // Its consumer can never call task_done for it.
+        self.hdr.tasks.tasks_done.fetch_add(1, SeqCst);
+        wait::wake_tasks(&self.hdr.tasks);
+        self.release();
+        true
+    }
+
+    fn recover_dead_writer(&self) -> bool {
+        let h = self.hdr.cons.head.load(Acquire);
+        let t = self.hdr.prod.tail.load(Acquire);
+        if h >= t {
+            return false;
+        }
+        let w = self.hword(h).load(Acquire);
+        let lap_end = (h | self.mask) + 1;
+        let end = match word_state(w) {
+            WRITING => match self.check_span(h, w, t) {
+                Ok(s) => h + s,
+                Err(_) => return false,
+            },
+            EMPTY => {
+                // Nothing was written: the claim ends at the next header written after it.
+                let limit = t.min(lap_end);
+                let mut p = h + 8;
+                while p < limit && self.hword(p).load(Acquire) == 0 {
+                    p += 8;
+                }
+                p
+            }
+            _ => return false,
+        };
+        if self.live_intent(h, end, false) {
+            return false;
+        }
+        if self
+            .hword(h)
+            .compare_exchange(w, word(end - h - RECORD_HEADER, DEAD), SeqCst, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.hdr.rel.recovered.fetch_add(1, Relaxed);
+        wait::wake(&self.hdr.data_wake);
+        true
+    }
+}

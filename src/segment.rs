@@ -1,0 +1,349 @@
+//! The segment file: create, open, validate, map, unlink.
+//!
+//! A new segment is built under a temporary dot-name (`O_CREAT|O_EXCL|O_NOFOLLOW`), sized,
+//! mapped and initialised, and only then linked to its real name, so no opener ever sees a
+//! half-written header. Opening uses `O_NOFOLLOW`, refuses files of another owner, and checks
+//! magic, version, geometry and length before anything is mapped writable for use. A file that
+//! fails a check is never modified.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{QueueError, Result};
+use crate::layout::{self, Header, Slot, DATA_OFFSET, MAGIC, SLOT_COUNT, VERSION};
+use crate::name;
+
+/// The folder queues live in: `$SAGE_QUEUE_DIR`, else `/dev/shm`.
+pub fn queue_dir() -> PathBuf {
+    match std::env::var_os("SAGE_QUEUE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/dev/shm"),
+    }
+}
+
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+pub fn segment_path(queue_name: &str) -> PathBuf {
+    queue_dir().join(name::file_name(euid(), queue_name))
+}
+
+/// An open, validated, mapped segment file.
+pub struct Segment {
+    pub file: File,
+    map: MmapRaw,
+    pub path: PathBuf,
+    pub capacity: u64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Segment {
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least DATA_OFFSET bytes long (checked at create/open),
+        // page aligned, lives as long as `self`, and Header is repr(C) with only plain integers
+        // written before publication and atomics afterwards.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        // SAFETY: the slot table lies inside the mapping at SLOTS_OFFSET, 64-byte aligned,
+        // SLOT_COUNT entries of atomics; the mapping outlives the returned borrow.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(layout::SLOTS_OFFSET) as *const Slot,
+                SLOT_COUNT,
+            )
+        }
+    }
+
+    /// Start of the ring's `capacity` bytes.
+    pub fn data(&self) -> *mut u8 {
+        // SAFETY: DATA_OFFSET + capacity == mapping length (validated), so the pointer is in
+        // bounds of the mapping.
+        unsafe { self.map.as_mut_ptr().add(DATA_OFFSET) }
+    }
+
+    /// Create an unpublished segment under a temporary name in `dir`.
+    /// Returns the segment and its temporary path; `publish` links it to its real name.
+    pub fn create_unpublished(dir: &Path, capacity: u64, mode: u32) -> Result<(Segment, PathBuf)> {
+        let capacity = layout::round_capacity(capacity);
+        let len = DATA_OFFSET as u64 + capacity;
+        let pid = std::process::id();
+        let mut attempt = 0u32;
+        let (file, tmp) = loop {
+            let tmp = dir.join(format!(".sq-tmp-{}-{}-{}", euid(), pid, nonce() ^ attempt as u64));
+            let res = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(mode & 0o777)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp);
+            match res {
+                Ok(f) => break (f, tmp),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => {
+                    attempt += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(QueueError::io(
+                        &format!("queue folder {} does not exist", dir.display()),
+                        e,
+                    ))
+                }
+                Err(e) => return Err(QueueError::io("cannot create segment file", e)),
+            }
+        };
+        let cleanup = |e: QueueError| {
+            let _ = std::fs::remove_file(&tmp);
+            e
+        };
+        // The umask may have removed bits the caller asked for; set the mode exactly.
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
+            .map_err(|e| cleanup(QueueError::io("cannot set segment mode", e)))?;
+        file.set_len(len)
+            .map_err(|e| cleanup(QueueError::io("cannot size segment", e)))?;
+        let map = map_file(&file, len, true).map_err(cleanup)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| cleanup(QueueError::io("cannot stat segment", e)))?;
+        let seg = Segment {
+            file,
+            map,
+            path: tmp.clone(),
+            capacity,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        seg.init_header(capacity);
+        Ok((seg, tmp))
+    }
+
+    fn init_header(&self, capacity: u64) {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        // SAFETY: the file is new, private to this process (not yet linked under its name),
+        // freshly zeroed by ftruncate, and the identity fields are plain integers inside the
+        // mapping; nobody else can read them until `publish`.
+        unsafe {
+            let id = self.map.as_mut_ptr() as *mut layout::Identity;
+            (*id).version = VERSION;
+            (*id).data_offset = DATA_OFFSET as u32;
+            (*id).capacity = capacity;
+            (*id).slot_count = SLOT_COUNT as u32;
+            (*id).owner_uid = euid();
+            (*id).creator_pid = std::process::id();
+            (*id).created_unix_ms = created;
+        }
+        for slot in self.slots() {
+            slot.claim_start.store(layout::NONE, Ordering::Relaxed);
+            slot.read_start.store(layout::NONE, Ordering::Relaxed);
+        }
+        // The magic goes last; `publish` (a link syscall) orders it before any opener's read.
+        // SAFETY: as above.
+        unsafe {
+            let id = self.map.as_mut_ptr() as *mut layout::Identity;
+            std::ptr::write_volatile(&mut (*id).magic, MAGIC);
+        }
+    }
+
+    /// Link the initialised temporary file to its real name; AlreadyExists if taken.
+    pub fn publish(&mut self, tmp: &Path, final_path: &Path, queue_name: &str) -> Result<()> {
+        let res = std::fs::hard_link(tmp, final_path);
+        let _ = std::fs::remove_file(tmp);
+        match res {
+            Ok(()) => {
+                self.path = final_path.to_path_buf();
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(QueueError::AlreadyExists {
+                name: queue_name.to_string(),
+            }),
+            Err(e) => Err(QueueError::io("cannot publish segment", e)),
+        }
+    }
+
+    /// Open and validate the segment at `path`.
+    pub fn open(path: &Path, queue_name: &str, populate: bool) -> Result<Segment> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(QueueError::NotFound {
+                    name: queue_name.to_string(),
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(QueueError::corrupt(format!(
+                    "{} is a symbolic link; links are never followed",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(QueueError::io(&format!("cannot open {}", path.display()), e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| QueueError::io("cannot stat segment", e))?;
+        if !meta.file_type().is_file() {
+            return Err(QueueError::corrupt(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        if meta.uid() != euid() {
+            return Err(QueueError::PermissionDenied {
+                reason: format!(
+                    "{} belongs to uid {}, not to this user (uid {})",
+                    path.display(),
+                    meta.uid(),
+                    euid()
+                ),
+            });
+        }
+        let len = meta.len();
+        let capacity = validate(&file, len)?;
+        let map = map_file(&file, len, populate)?;
+        Ok(Segment {
+            file,
+            map,
+            path: path.to_path_buf(),
+            capacity,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Whether `self.path` still names this segment's file (it was not unlinked or replaced).
+    pub fn is_linked(&self) -> bool {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) => m.dev() == self.dev && m.ino() == self.ino,
+            Err(_) => false,
+        }
+    }
+
+    /// Unlink the segment's path if it still names this file.
+    pub fn unlink_if_ours(&self) -> Result<bool> {
+        if !self.is_linked() {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(QueueError::io("cannot remove segment", e)),
+        }
+    }
+}
+
+/// Check a candidate segment file without mapping it writable: read its identity block with
+/// `pread` and compare it with the file's length. Returns the capacity.
+pub fn validate(file: &File, len: u64) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    if len < DATA_OFFSET as u64 {
+        return Err(QueueError::corrupt(format!(
+            "file is {len} bytes, shorter than a segment header ({DATA_OFFSET} bytes)"
+        )));
+    }
+    let mut id = [0u8; 48];
+    file.read_exact_at(&mut id, 0)
+        .map_err(|e| QueueError::io("cannot read segment header", e))?;
+    let u64_at = |o: usize| u64::from_le_bytes(id[o..o + 8].try_into().unwrap());
+    let u32_at = |o: usize| u32::from_le_bytes(id[o..o + 4].try_into().unwrap());
+    if u64_at(0) != MAGIC {
+        return Err(QueueError::corrupt("bad magic number"));
+    }
+    let version = u32_at(8);
+    if version != VERSION {
+        return Err(QueueError::Incompatible {
+            reason: format!("segment layout version {version}, this library reads version {VERSION}"),
+        });
+    }
+    let data_offset = u32_at(12) as u64;
+    let capacity = u64_at(16);
+    let slot_count = u32_at(24) as usize;
+    if data_offset != DATA_OFFSET as u64 || slot_count != SLOT_COUNT {
+        return Err(QueueError::corrupt("header geometry does not match layout version 1"));
+    }
+    if !capacity.is_power_of_two()
+        || !(layout::MIN_CAPACITY..=layout::MAX_CAPACITY).contains(&capacity)
+    {
+        return Err(QueueError::corrupt(format!(
+            "capacity {capacity} is not a power of two in range"
+        )));
+    }
+    if len != DATA_OFFSET as u64 + capacity {
+        return Err(QueueError::corrupt(format!(
+            "file is {len} bytes, header says {}",
+            DATA_OFFSET as u64 + capacity
+        )));
+    }
+    Ok(capacity)
+}
+
+fn map_file(file: &File, len: u64, populate: bool) -> Result<MmapRaw> {
+    // The file is a regular file of exactly `len` bytes owned by this user; other processes
+    // change it only through the atomic protocol. Prefaulting keeps page faults off the
+    // message path.
+    let mut opts = MmapOptions::new();
+    opts.len(len as usize);
+    if populate {
+        opts.populate();
+    }
+    opts.map_raw(file)
+        .map_err(|e| QueueError::io("cannot map segment", e))
+}
+
+fn nonce() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (t >> 29)
+}
+
+/// Remove a file by path without following links (used by gc and unlink by name).
+pub fn remove_path(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path string.
+    if unsafe { libc::unlink(c.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Remove temporary files of segments whose creator died between creating and publishing.
+pub fn remove_stale_temp_files() {
+    let prefix = format!(".sq-tmp-{}-", euid());
+    let Ok(entries) = std::fs::read_dir(queue_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let f = e.file_name();
+        let Some(rest) = f.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = remove_path(&e.path());
+        }
+    }
+}

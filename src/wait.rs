@@ -1,0 +1,127 @@
+//! Blocking: spin briefly, then sleep on a futex word in shared memory.
+//!
+//! Waiters announce themselves in a waiter count next to the word, so a producer or consumer
+//! that finds no waiters makes no syscall. The futex calls are the process-shared kind (no
+//! FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED file mapping.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::layout::WakeLine;
+
+/// Sleep while `word == expected`, at most `timeout`. Returns on wake, timeout, signal or
+/// value change; callers re-check their condition.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned u32 in memory that outlives the call; FUTEX_WAIT only
+    // reads it and `ts` is a valid relative timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wake every process sleeping on `word`.
+pub fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not touch memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// After publishing a change (with a SeqCst store or RMW), wake the sleepers on `line` if any.
+#[inline]
+pub fn wake(line: &WakeLine) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if line.waiters.load(Ordering::SeqCst) > 0 {
+        line.seq.fetch_add(1, Ordering::SeqCst);
+        futex_wake_all(&line.seq);
+    }
+}
+
+/// Sleep on `line` unless `ready()` turns true after announcing the wait.
+/// Returns true when `ready()` was true (no sleep happened).
+pub fn sleep_unless(line: &WakeLine, timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let seq = line.seq.load(Ordering::SeqCst);
+    line.waiters.fetch_add(1, Ordering::SeqCst);
+    let ok = ready();
+    if !ok {
+        futex_wait(&line.seq, seq, timeout);
+    }
+    line.waiters.fetch_sub(1, Ordering::SeqCst);
+    ok
+}
+
+/// A caller's time limit: negative or non-finite seconds wait forever, 0 tries once.
+#[derive(Clone, Copy)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    pub fn from_secs(timeout: f64) -> Deadline {
+        if timeout.is_nan() || timeout < 0.0 || timeout.is_infinite() {
+            return Deadline(None);
+        }
+        let d = Duration::from_secs_f64(timeout.min(1e9));
+        Deadline(Some(Instant::now() + d))
+    }
+    pub fn immediate(timeout: f64) -> bool {
+        timeout == 0.0
+    }
+    /// Time left, capped at `slice`; None when the deadline has passed.
+    pub fn next_slice(&self, slice: Duration) -> Option<Duration> {
+        match self.0 {
+            None => Some(slice),
+            Some(end) => {
+                let now = Instant::now();
+                if now >= end {
+                    None
+                } else {
+                    Some((end - now).min(slice))
+                }
+            }
+        }
+    }
+}
+
+/// Spin a short while, checking `ready`; true as soon as it holds.
+#[inline]
+pub fn spin(iterations: u32, mut ready: impl FnMut() -> bool) -> bool {
+    for i in 0..iterations {
+        if ready() {
+            return true;
+        }
+        if i < iterations / 2 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    false
+}
+
+/// Wake `join` callers after tasks were marked done.
+pub fn wake_tasks(line: &crate::layout::TaskLine) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if line.join_waiters.load(Ordering::SeqCst) > 0 {
+        line.join_seq.fetch_add(1, Ordering::SeqCst);
+        futex_wake_all(&line.join_seq);
+    }
+}
