@@ -70,7 +70,8 @@ pub fn attach(file: &File, slots: &[Slot]) -> Result<(u32, u32)> {
             s.claim_start.store(NONE, Ordering::Relaxed);
             s.read_start.store(NONE, Ordering::Relaxed);
             s.pid.store(pid, Ordering::Relaxed);
-            s.start_time.store(process_start_time(pid), Ordering::Relaxed);
+            s.start_time
+                .store(process_start_time(pid), Ordering::Relaxed);
             s.gen.store(gen, Ordering::Release);
             return Ok((i as u32, gen));
         }

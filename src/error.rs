@@ -11,7 +11,9 @@ pub enum QueueError {
     Empty,
     #[error("queue is full")]
     Full,
-    #[error("message of {size} bytes can never fit this queue (largest message: {max_size} bytes)")]
+    #[error(
+        "message of {size} bytes can never fit this queue (largest message: {max_size} bytes)"
+    )]
     TooLarge { size: u64, max_size: u64 },
     #[error("queue is closed: {reason}")]
     Closed { reason: String },

@@ -1,27 +1,55 @@
-//! Fault injection for tests: with the `fault-injection` feature, a process can be told (by the
-//! environment variable `SAGE_QUEUE_FAULT=<step>`) to stop itself with SIGSTOP at one protocol
-//! step, so a test can SIGKILL it exactly there. Without the feature every hook is empty.
+//! Fault injection for tests: with the `fault-injection` feature, a process can be told to stop
+//! itself with SIGSTOP at one protocol step (by `stop_at`, or by the environment variable
+//! `SAGE_QUEUE_FAULT=<Step name>` read at the first hook), so a test can SIGKILL it exactly
+//! there. Without the feature every hook is empty and costs nothing.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Step {
-    /// A producer claimed space and wrote its WRITING headers, before the payload.
-    Written,
+    /// A producer won the tail CAS, before writing any header.
+    Claimed = 1,
+    /// A producer wrote its WRITING headers, before the payload.
+    Written = 2,
     /// A consumer won the head CAS, before copying out.
-    Taken,
+    Taken = 3,
     /// The release-lock holder is about to zero consumed records.
-    Releasing,
+    Releasing = 4,
 }
 
 #[cfg(feature = "fault-injection")]
-pub fn hook(step: Step) {
-    use std::sync::OnceLock;
-    static WANTED: OnceLock<Option<String>> = OnceLock::new();
-    let wanted = WANTED.get_or_init(|| std::env::var("SAGE_QUEUE_FAULT").ok());
-    if wanted.as_deref() == Some(&format!("{step:?}")) {
-        // SAFETY: raising a signal at the calling process has no memory-safety preconditions.
-        unsafe { libc::raise(libc::SIGSTOP) };
+mod imp {
+    use super::Step;
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+    const UNSET: u8 = u8::MAX;
+    static STOP_AT: AtomicU8 = AtomicU8::new(UNSET);
+
+    /// Stop this process (SIGSTOP) when it reaches `step`; None disarms.
+    pub fn stop_at(step: Option<Step>) {
+        STOP_AT.store(step.map_or(0, |s| s as u8), Relaxed);
+    }
+
+    pub fn hook(step: Step) {
+        let mut v = STOP_AT.load(Relaxed);
+        if v == UNSET {
+            v = match std::env::var("SAGE_QUEUE_FAULT").as_deref() {
+                Ok("Claimed") => Step::Claimed as u8,
+                Ok("Written") => Step::Written as u8,
+                Ok("Taken") => Step::Taken as u8,
+                Ok("Releasing") => Step::Releasing as u8,
+                _ => 0,
+            };
+            STOP_AT.store(v, Relaxed);
+        }
+        if v == step as u8 {
+            // SAFETY: raising a signal at the calling process has no memory-safety preconditions.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        }
     }
 }
+
+#[cfg(feature = "fault-injection")]
+pub use imp::{hook, stop_at};
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]

@@ -72,8 +72,7 @@ pub fn span(len: u64) -> u64 {
 /// Round a requested capacity up to the power of two the ring uses.
 pub fn round_capacity(requested: u64) -> u64 {
     requested
-        .max(MIN_CAPACITY)
-        .min(MAX_CAPACITY)
+        .clamp(MIN_CAPACITY, MAX_CAPACITY)
         .next_power_of_two()
 }
 

@@ -19,6 +19,8 @@ mod segment;
 mod wait;
 
 pub use error::QueueError;
+#[cfg(feature = "fault-injection")]
+pub use fault::{stop_at, Step};
 pub use queue::{
     collect_garbage, list_queues, max_message_size, parse_frames, queue_dir, unlink_queue,
     validate_name, QueueInfo, QueueStats, SageQueue,

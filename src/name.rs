@@ -58,7 +58,16 @@ mod tests {
         assert!(validate("a").is_ok());
         assert!(validate("my_queue-1.x").is_ok());
         assert!(validate(&"x".repeat(200)).is_ok());
-        for bad in ["", ".hidden", "..", "a/b", "a b", "a\0b", "é", &"x".repeat(201)] {
+        for bad in [
+            "",
+            ".hidden",
+            "..",
+            "a/b",
+            "a b",
+            "a\0b",
+            "é",
+            &"x".repeat(201),
+        ] {
             assert!(
                 matches!(validate(bad), Err(QueueError::InvalidName { .. })),
                 "{bad:?}"

@@ -93,7 +93,13 @@ impl SageQueue {
             }
         };
         seg.publish(&tmp, &segment::segment_path(name), name)?;
-        Ok(Self::from_parts(seg, name, Me { slot, gen }, true, auto_cleanup))
+        Ok(Self::from_parts(
+            seg,
+            name,
+            Me { slot, gen },
+            true,
+            auto_cleanup,
+        ))
     }
 
     pub fn open(name: &str, auto_cleanup: bool) -> Result<Self> {
@@ -104,7 +110,13 @@ impl SageQueue {
             let (slot, gen) = attach::attach(&seg.file, seg.slots())?;
             // A last closer may have removed the file between our open and our attach.
             if seg.is_linked() && seg.header().id.closed.load(Acquire) == 0 {
-                return Ok(Self::from_parts(seg, name, Me { slot, gen }, false, auto_cleanup));
+                return Ok(Self::from_parts(
+                    seg,
+                    name,
+                    Me { slot, gen },
+                    false,
+                    auto_cleanup,
+                ));
             }
             attach::detach(&seg.file, seg.slots(), slot);
         }
@@ -113,7 +125,12 @@ impl SageQueue {
         })
     }
 
-    pub fn open_or_create(name: &str, capacity: u64, mode: u32, auto_cleanup: bool) -> Result<Self> {
+    pub fn open_or_create(
+        name: &str,
+        capacity: u64,
+        mode: u32,
+        auto_cleanup: bool,
+    ) -> Result<Self> {
         name::validate(name)?;
         for _ in 0..100 {
             match Self::open(name, auto_cleanup) {
@@ -304,10 +321,11 @@ impl SageQueue {
             QueueError::Empty,
             |ring, cache| {
                 let mut out = Vec::new();
-                let n = ring.try_get(cache, max_items as usize, max_bytes, &mut |r, pos, len| {
-                    out.extend_from_slice(&(len as u32).to_le_bytes());
-                    r.copy_out(pos, len, &mut out)
-                })?;
+                let n =
+                    ring.try_get(cache, max_items as usize, max_bytes, &mut |r, pos, len| {
+                        out.extend_from_slice(&(len as u32).to_le_bytes());
+                        r.copy_out(pos, len, &mut out)
+                    })?;
                 Ok((n > 0).then_some(out))
             },
             |ring| ring.head_ready(),
@@ -370,7 +388,11 @@ impl SageQueue {
     pub fn stats(&self) -> Result<QueueStats> {
         self.check_open()?;
         let own = u32::from(!self.closed.load(Acquire));
-        Ok(stats_of(&self.seg, &self.name, own + attach::count_others(&self.seg.file)))
+        Ok(stats_of(
+            &self.seg,
+            &self.name,
+            own + attach::count_others(&self.seg.file),
+        ))
     }
 
     pub fn reset_stats(&self) -> Result<()> {
@@ -382,7 +404,8 @@ impl SageQueue {
         b.waits_full.store(h.prod.waits_full.load(Relaxed), Relaxed);
         b.msgs_out.store(h.cons.msgs_out.load(Relaxed), Relaxed);
         b.bytes_out.store(h.cons.bytes_out.load(Relaxed), Relaxed);
-        b.waits_empty.store(h.cons.waits_empty.load(Relaxed), Relaxed);
+        b.waits_empty
+            .store(h.cons.waits_empty.load(Relaxed), Relaxed);
         b.recovered.store(h.rel.recovered.load(Relaxed), Relaxed);
         b.lost.store(h.rel.lost.load(Relaxed), Relaxed);
         Ok(())
@@ -484,7 +507,8 @@ fn mark_closed(seg: &Segment) {
 fn stats_of(seg: &Segment, name: &str, attached: u32) -> QueueStats {
     let h = seg.header();
     let b = &h.base;
-    let since = |now: u64, base: &std::sync::atomic::AtomicU64| now.saturating_sub(base.load(Relaxed));
+    let since =
+        |now: u64, base: &std::sync::atomic::AtomicU64| now.saturating_sub(base.load(Relaxed));
     let msgs_in = h.prod.msgs_in.load(Acquire);
     let msgs_out = h.cons.msgs_out.load(Acquire);
     let tail = h.prod.tail.load(Acquire);

@@ -59,7 +59,10 @@ pub struct Ring<'a> {
 /// What a producer's claim got.
 enum Claim {
     /// `count` records starting at `pos`.
-    Got { pos: u64, count: usize },
+    Got {
+        pos: u64,
+        count: usize,
+    },
     NoSpace,
 }
 
@@ -193,6 +196,7 @@ impl<'a> Ring<'a> {
             {
                 continue;
             }
+            crate::fault::hook(crate::fault::Step::Claimed);
             if padding {
                 // Fill the rest of the lap, then claim again at the start of the next one.
                 self.hword(t)
@@ -233,7 +237,8 @@ impl<'a> Ring<'a> {
         }
         let mut p = pos;
         for m in msgs {
-            self.hword(p).store(word(m.len() as u64, COMMITTED), Release);
+            self.hword(p)
+                .store(word(m.len() as u64, COMMITTED), Release);
             p += span(m.len() as u64);
         }
         self.my_slot().claim_start.store(NONE, Release);
@@ -264,7 +269,7 @@ impl<'a> Ring<'a> {
         sink: &mut dyn FnMut(&Ring, u64, u64),
     ) -> Result<usize> {
         let me = self.my_slot();
-        loop {
+        'retry: loop {
             let h = self.hdr.cons.head.load(Acquire);
             if h >= cache.tail {
                 cache.tail = self.hdr.prod.tail.load(Acquire);
@@ -279,25 +284,41 @@ impl<'a> Ring<'a> {
             let mut bytes = 0u64;
             while p < cache.tail && items < max_items {
                 let w = self.hword(p).load(Acquire);
-                match word_state(w) {
+                // While the head stays at `h` these headers are this lap's; if another consumer
+                // moved it, they may be anything, and the head CAS below fails anyway.
+                let bad = match word_state(w) {
                     COMMITTED => {
                         let len = word_len(w);
                         if items > 0 && bytes + len > max_bytes {
                             break;
                         }
-                        p += self.check_span(p, w, cache.tail)?;
-                        items += 1;
-                        bytes += len;
+                        match self.check_span(p, w, cache.tail) {
+                            Ok(s) => {
+                                p += s;
+                                items += 1;
+                                bytes += len;
+                                None
+                            }
+                            Err(e) => Some(e),
+                        }
                     }
-                    PADDING | DEAD => p += self.check_span(p, w, cache.tail)?,
-                    EMPTY | WRITING => break,
-                    // The head moved on under us; this header belongs to an older read.
-                    CONSUMED => break,
-                    s => {
-                        return Err(QueueError::corrupt(format!(
-                            "record at position {p} has unknown state {s}"
-                        )))
+                    PADDING | DEAD => match self.check_span(p, w, cache.tail) {
+                        Ok(s) => {
+                            p += s;
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
+                    EMPTY | WRITING | CONSUMED => break,
+                    s => Some(QueueError::corrupt(format!(
+                        "record at position {p} has unknown state {s}"
+                    ))),
+                };
+                if let Some(e) = bad {
+                    if self.hdr.cons.head.load(Acquire) != h {
+                        continue 'retry;
                     }
+                    return Err(e);
                 }
             }
             if p == h {
@@ -353,7 +374,11 @@ impl<'a> Ring<'a> {
     pub fn head_ready(&self) -> bool {
         let h = self.hdr.cons.head.load(SeqCst);
         let t = self.hdr.prod.tail.load(SeqCst);
-        h < t && matches!(word_state(self.hword(h).load(SeqCst)), COMMITTED | PADDING | DEAD)
+        h < t
+            && matches!(
+                word_state(self.hword(h).load(SeqCst)),
+                COMMITTED | PADDING | DEAD
+            )
     }
 
     // ---- release ----
@@ -361,11 +386,40 @@ impl<'a> Ring<'a> {
     fn releasable_at_released(&self) -> bool {
         let r = self.hdr.rel.released.load(SeqCst);
         let h = self.hdr.cons.head.load(SeqCst);
-        r < h && matches!(word_state(self.hword(r).load(SeqCst)), CONSUMED | PADDING | DEAD)
+        r < h
+            && matches!(
+                word_state(self.hword(r).load(SeqCst)),
+                CONSUMED | PADDING | DEAD
+            )
+    }
+
+    /// Move the head past padding and dead records, which need no consumer. Producers do this
+    /// too, so a wrap-around padding never waits for a consumer to come by.
+    fn skip_fillers(&self) {
+        loop {
+            let h = self.hdr.cons.head.load(Acquire);
+            let t = self.hdr.prod.tail.load(Acquire);
+            if h >= t {
+                return;
+            }
+            let w = self.hword(h).load(Acquire);
+            if !matches!(word_state(w), PADDING | DEAD) {
+                return;
+            }
+            let Ok(s) = self.check_span(h, w, t) else {
+                return;
+            };
+            let _ = self
+                .hdr
+                .cons
+                .head
+                .compare_exchange(h, h + s, AcqRel, Relaxed);
+        }
     }
 
     /// Zero and free every consumed record at `released`, if nobody else is doing it.
     pub fn release(&self) {
+        self.skip_fillers();
         let owner = self.me.owner_word();
         loop {
             if self
@@ -377,33 +431,41 @@ impl<'a> Ring<'a> {
             {
                 return; // the holder re-checks after unlocking
             }
-            let start = self.hdr.rel.released.load(Relaxed);
-            let head = self.hdr.cons.head.load(Acquire);
-            let mut r = start;
-            while r < head && r - start < self.cap {
-                let w = self.hword(r).load(Acquire);
-                if !matches!(word_state(w), CONSUMED | PADDING | DEAD) {
-                    break;
-                }
-                match self.check_span(r, w, head) {
-                    Ok(s) => r += s,
-                    Err(_) => break,
-                }
-            }
-            if r > start {
-                self.hdr.rel.release_end.store(r, Relaxed);
-                crate::fault::hook(crate::fault::Step::Releasing);
-                self.zero(start, r);
-                self.hdr.rel.released.store(r, SeqCst);
-            }
+            let freed = self.release_locked();
             self.hdr.rel.lock.store(0, SeqCst);
-            if r > start {
+            if freed {
                 wait::wake(&self.hdr.space_wake);
             }
             if !self.releasable_at_released() {
                 return;
             }
         }
+    }
+
+    /// With the release lock held: zero the consumed, padding and dead records at `released`
+    /// (all below the head) and advance `released` past them. True if anything was freed.
+    fn release_locked(&self) -> bool {
+        let start = self.hdr.rel.released.load(Acquire);
+        let head = self.hdr.cons.head.load(Acquire);
+        let mut r = start;
+        while r < head && r - start < self.cap {
+            let w = self.hword(r).load(Acquire);
+            if !matches!(word_state(w), CONSUMED | PADDING | DEAD) {
+                break;
+            }
+            match self.check_span(r, w, head) {
+                Ok(s) => r += s,
+                Err(_) => break,
+            }
+        }
+        if r == start {
+            return false;
+        }
+        self.hdr.rel.release_end.store(r, SeqCst);
+        crate::fault::hook(crate::fault::Step::Releasing);
+        self.zero(start, r);
+        self.hdr.rel.released.store(r, SeqCst);
+        true
     }
 
     // ---- recovery ----
@@ -424,7 +486,8 @@ impl<'a> Ring<'a> {
         self.slots[slot as usize].gen.load(Acquire) == gen && attach::held_by_other(self.file, slot)
     }
 
-    /// Whether a live slot's intent overlaps [from, to).
+    /// Whether a live slot's intent overlaps [from, to) in the ring (compared by place in the
+    /// ring, not by lap, which can only make recovery wait longer, never act wrongly).
     fn live_intent(&self, from: u64, to: u64, reads: bool) -> bool {
         self.slots.iter().enumerate().any(|(i, s)| {
             let (start, end) = if reads {
@@ -432,50 +495,56 @@ impl<'a> Ring<'a> {
             } else {
                 (s.claim_start.load(Acquire), s.claim_end.load(Acquire))
             };
-            start != NONE && start < to && end > from && self.slot_alive(i as u32)
+            if start == NONE {
+                return false;
+            }
+            let d = start.wrapping_sub(from) & self.mask;
+            let overlaps = d < to - from || d + end.saturating_sub(start) > self.cap;
+            overlaps && self.slot_alive(i as u32)
         })
     }
 
-    /// Undo what dead processes left half done. Returns true if anything changed.
+    /// Undo what dead processes left half done, under the release lock (taken over from a dead
+    /// holder if need be), so one recoverer at a time sees stable cursors. Returns true if
+    /// anything changed.
     pub fn recover(&self) -> bool {
+        let rel = &self.hdr.rel;
+        let mine = self.me.owner_word();
+        let o = rel.lock.load(Acquire);
+        if o != 0 && self.owner_alive(o) {
+            return false;
+        }
+        if rel.lock.compare_exchange(o, mine, SeqCst, Relaxed).is_err() {
+            return false;
+        }
         let mut changed = false;
-        for _ in 0..64 {
-            let step = self.recover_release_lock()
-                | self.recover_dead_reader()
-                | self.recover_dead_writer();
-            if !step {
+        if o != 0 {
+            // The dead holder may have been zeroing [released, release_end): finish it.
+            let r = rel.released.load(Acquire);
+            let e = rel.release_end.load(Acquire);
+            if e > r && e - r <= self.cap {
+                self.zero(r, e);
+                rel.released.store(e, SeqCst);
+            }
+            changed = true;
+        }
+        for _ in 0..1024 {
+            if !(self.recover_dead_reader() | self.recover_dead_writer()) {
                 break;
             }
             changed = true;
         }
+        rel.lock.store(0, SeqCst);
+        if changed {
+            wait::wake(&self.hdr.space_wake);
+            wait::wake(&self.hdr.data_wake);
+        }
+        self.release();
         changed
     }
 
-    fn recover_release_lock(&self) -> bool {
-        let rel = &self.hdr.rel;
-        let o = rel.lock.load(Acquire);
-        if o == 0 || self.owner_alive(o) {
-            return false;
-        }
-        if rel
-            .lock
-            .compare_exchange(o, self.me.owner_word(), SeqCst, Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        let r = rel.released.load(Acquire);
-        let e = rel.release_end.load(Acquire);
-        if e > r && e - r <= self.cap {
-            self.zero(r, e);
-            rel.released.store(e, SeqCst);
-        }
-        rel.lock.store(0, SeqCst);
-        wait::wake(&self.hdr.space_wake);
-        self.release();
-        true
-    }
-
+    /// Under the release lock: a COMMITTED record at `released` below the head whose consumer
+    /// died becomes CONSUMED (lost with that consumer), then everything releasable is freed.
     fn recover_dead_reader(&self) -> bool {
         let r = self.hdr.rel.released.load(Acquire);
         let h = self.hdr.cons.head.load(Acquire);
@@ -486,7 +555,7 @@ impl<'a> Ring<'a> {
         if word_state(w) != COMMITTED || self.check_span(r, w, h).is_err() {
             return false;
         }
-        if self.live_intent(r, r + 1, true) {
+        if self.live_intent(r, r + 8, true) {
             return false;
         }
         if self
@@ -500,10 +569,13 @@ impl<'a> Ring<'a> {
         // Its consumer can never call task_done for it.
         self.hdr.tasks.tasks_done.fetch_add(1, SeqCst);
         wait::wake_tasks(&self.hdr.tasks);
-        self.release();
+        self.release_locked();
         true
     }
 
+    /// Under the release lock: a record at the head that is still EMPTY or WRITING, claimed by
+    /// a producer that died, becomes DEAD. While we hold the lock nobody else can resolve it, so
+    /// the head cannot move past it and the header we read stays this lap's.
     fn recover_dead_writer(&self) -> bool {
         let h = self.hdr.cons.head.load(Acquire);
         let t = self.hdr.prod.tail.load(Acquire);
@@ -528,7 +600,7 @@ impl<'a> Ring<'a> {
             }
             _ => return false,
         };
-        if self.live_intent(h, end, false) {
+        if self.live_intent(h, end, false) || self.hdr.cons.head.load(Acquire) != h {
             return false;
         }
         if self
@@ -539,7 +611,6 @@ impl<'a> Ring<'a> {
             return false;
         }
         self.hdr.rel.recovered.fetch_add(1, Relaxed);
-        wait::wake(&self.hdr.data_wake);
         true
     }
 }

@@ -82,7 +82,12 @@ impl Segment {
         let pid = std::process::id();
         let mut attempt = 0u32;
         let (file, tmp) = loop {
-            let tmp = dir.join(format!(".sq-tmp-{}-{}-{}", euid(), pid, nonce() ^ attempt as u64));
+            let tmp = dir.join(format!(
+                ".sq-tmp-{}-{}-{}",
+                euid(),
+                pid,
+                nonce() ^ attempt as u64
+            ));
             let res = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -195,7 +200,12 @@ impl Segment {
                     path.display()
                 )))
             }
-            Err(e) => return Err(QueueError::io(&format!("cannot open {}", path.display()), e)),
+            Err(e) => {
+                return Err(QueueError::io(
+                    &format!("cannot open {}", path.display()),
+                    e,
+                ))
+            }
         };
         let meta = file
             .metadata()
@@ -270,14 +280,18 @@ pub fn validate(file: &File, len: u64) -> Result<u64> {
     let version = u32_at(8);
     if version != VERSION {
         return Err(QueueError::Incompatible {
-            reason: format!("segment layout version {version}, this library reads version {VERSION}"),
+            reason: format!(
+                "segment layout version {version}, this library reads version {VERSION}"
+            ),
         });
     }
     let data_offset = u32_at(12) as u64;
     let capacity = u64_at(16);
     let slot_count = u32_at(24) as usize;
     if data_offset != DATA_OFFSET as u64 || slot_count != SLOT_COUNT {
-        return Err(QueueError::corrupt("header geometry does not match layout version 1"));
+        return Err(QueueError::corrupt(
+            "header geometry does not match layout version 1",
+        ));
     }
     if !capacity.is_power_of_two()
         || !(layout::MIN_CAPACITY..=layout::MAX_CAPACITY).contains(&capacity)

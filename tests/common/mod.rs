@@ -1,0 +1,52 @@
+//! Shared setup for the Rust integration tests: a private queue folder and unique names.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+
+static INIT: Once = Once::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Point SAGE_QUEUE_DIR at a fresh folder for this test binary (set once, before any thread
+/// reads it) and return a queue name unique in this process.
+pub fn unique(prefix: &str) -> String {
+    INIT.call_once(|| {
+        let dir = format!("/dev/shm/sq-rust-tests-{}", std::process::id());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::env::set_var("SAGE_QUEUE_DIR", &dir);
+    });
+    format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn dir() -> String {
+    std::env::var("SAGE_QUEUE_DIR").unwrap()
+}
+
+/// A small deterministic generator (xorshift64*), so failures replay.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Payload bytes derived from (seed, len), checkable on the other side.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+    (0..len).map(|_| r.next_u64() as u8).collect()
+}
+
+pub fn frames(msgs: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        out.extend_from_slice(m);
+    }
+    out
+}

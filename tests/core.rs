@@ -1,0 +1,437 @@
+//! Single-process semantics of the Rust core: put/get, wrap-around, full/empty/timeouts,
+//! batches, size limits, names, foreign and corrupt files, attachment counting and cleanup,
+//! and multi-thread MPMC exactly-once.
+
+mod common;
+
+use common::*;
+use sage_queue::{list_queues, parse_frames, QueueError, SageQueue};
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn create(cap: u64) -> SageQueue {
+    SageQueue::create(&unique("q"), cap, 0o600, true).unwrap()
+}
+
+#[test]
+fn put_get_in_order_and_counts() {
+    let q = create(64 * 1024);
+    assert!(q.is_empty());
+    for i in 0..100u32 {
+        q.put(&i.to_le_bytes(), 0.0).unwrap();
+    }
+    assert_eq!(q.qsize(), 100);
+    for i in 0..100u32 {
+        assert_eq!(q.get(0.0).unwrap(), i.to_le_bytes());
+    }
+    assert_eq!(q.get(0.0), Err(QueueError::Empty));
+    q.put(b"", 0.0).unwrap();
+    assert_eq!(q.get(0.0).unwrap(), b"");
+    let s = q.stats().unwrap();
+    assert_eq!(
+        (s.msgs_in, s.msgs_out, s.bytes_in, s.messages),
+        (101, 101, 400, 0)
+    );
+    assert_eq!(s.attached, 1);
+}
+
+#[test]
+fn wrap_around_with_random_sizes() {
+    let q = create(4096);
+    let max = q.max_message_size() as usize;
+    let mut rng = Rng(7);
+    let mut pending = std::collections::VecDeque::new();
+    let mut seed = 0u64;
+    for _ in 0..20_000 {
+        if rng.below(2) == 0 || pending.is_empty() {
+            let len = match rng.below(10) {
+                0 => rng.below(max as u64 + 1) as usize,
+                1..=3 => rng.below(1000) as usize,
+                _ => rng.below(64) as usize,
+            };
+            seed += 1;
+            match q.put(&payload(seed, len), 0.0) {
+                Ok(()) => pending.push_back((seed, len)),
+                Err(QueueError::Full) => {}
+                Err(e) => panic!("{e}"),
+            }
+        } else {
+            let (seed, len) = pending.pop_front().unwrap();
+            assert_eq!(q.get(0.0).unwrap(), payload(seed, len));
+        }
+    }
+    while let Some((seed, len)) = pending.pop_front() {
+        assert_eq!(q.get(0.0).unwrap(), payload(seed, len));
+    }
+    assert_eq!(q.get(0.0), Err(QueueError::Empty));
+}
+
+#[test]
+fn full_and_timeouts() {
+    let q = create(4096);
+    let mut n = 0;
+    while q.put(&[1u8; 100], 0.0).is_ok() {
+        n += 1;
+    }
+    assert!(n >= 30, "only {n} messages fit");
+    let t = Instant::now();
+    assert_eq!(q.put(&[1u8; 100], 0.2), Err(QueueError::Full));
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(150) && waited < Duration::from_secs(5));
+    q.get(0.0).unwrap();
+    q.put(&[2u8; 100], 0.0).unwrap();
+    while q.get(0.0).is_ok() {}
+    let t = Instant::now();
+    assert_eq!(q.get(0.2), Err(QueueError::Empty));
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn blocked_get_wakes_on_put_from_another_thread() {
+    let q = Arc::new(create(65536));
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || q2.get(-1.0).unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    q.put(b"wake", 0.0).unwrap();
+    assert_eq!(t.join().unwrap(), b"wake");
+}
+
+#[test]
+fn too_large_fails_at_once_and_largest_fits() {
+    let q = create(4096);
+    let max = q.max_message_size() as usize;
+    let t = Instant::now();
+    assert!(matches!(
+        q.put(&vec![0u8; max + 1], -1.0),
+        Err(QueueError::TooLarge { size, max_size }) if size == max as u64 + 1 && max_size == max as u64
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // The largest message fits whatever the tail's position (padding, then the whole ring).
+    q.put(&[1u8; 24], 0.0).unwrap();
+    q.get(0.0).unwrap();
+    q.put(&vec![9u8; max], 1.0).unwrap();
+    assert_eq!(q.get(0.0).unwrap(), vec![9u8; max]);
+}
+
+#[test]
+fn batches() {
+    let q = create(65536);
+    let msgs: Vec<Vec<u8>> = (0..200).map(|i| payload(i, (i % 50) as usize)).collect();
+    assert_eq!(q.put_batch(&frames(&msgs), 0.0).unwrap(), 200);
+    assert_eq!(q.qsize(), 200);
+    let got = q.get_batch(64, u64::MAX, 0.0).unwrap();
+    let got: Vec<Vec<u8>> = parse_frames(&got)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.to_vec())
+        .collect();
+    assert_eq!(got, msgs[..64]);
+    // max_bytes bounds the batch, but one message always comes.
+    let got = q.get_batch(1000, 1, 0.0).unwrap();
+    assert_eq!(parse_frames(&got).unwrap().len(), 1);
+    let mut rest = Vec::new();
+    while let Ok(b) = q.get_batch(1000, u64::MAX, 0.0) {
+        rest.extend(parse_frames(&b).unwrap().into_iter().map(|m| m.to_vec()));
+    }
+    assert_eq!(rest, msgs[65..]);
+    // A malformed frame buffer is rejected whole: nothing is put.
+    let mut bad = frames(&msgs[..3]);
+    bad.extend_from_slice(&100u32.to_le_bytes());
+    bad.extend_from_slice(b"short");
+    assert!(matches!(
+        q.put_batch(&bad, 0.0),
+        Err(QueueError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        q.put_batch(&[1, 0], 0.0),
+        Err(QueueError::InvalidArgument { .. })
+    ));
+    assert_eq!(q.qsize(), 0);
+    assert_eq!(q.put_batch(&[], 0.0).unwrap(), 0);
+    assert!(matches!(
+        q.get_batch(0, 1, 0.0),
+        Err(QueueError::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn batch_larger_than_ring_goes_in_parts() {
+    let q = Arc::new(create(4096));
+    let msgs: Vec<Vec<u8>> = (0..500).map(|i| payload(i, 40)).collect();
+    let q2 = q.clone();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < 500 {
+            let b = q2.get_batch(100, u64::MAX, 5.0).unwrap();
+            got.extend(parse_frames(&b).unwrap().into_iter().map(|m| m.to_vec()));
+        }
+        got
+    });
+    assert_eq!(q.put_batch(&frames(&msgs), 5.0).unwrap(), 500);
+    assert_eq!(reader.join().unwrap(), msgs);
+    // Without a reader, a batch that cannot fit stops part way and says how many went in.
+    let n = q.put_batch(&frames(&msgs), 0.05).unwrap();
+    assert!(n > 0 && n < 500, "{n}");
+    assert_eq!(q.qsize(), n as u64);
+}
+
+#[test]
+fn names_are_checked() {
+    for bad in ["", ".x", "a/b", "../x", "a b", &"x".repeat(201)] {
+        assert!(matches!(
+            SageQueue::create(bad, 4096, 0o600, true),
+            Err(QueueError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            SageQueue::open(bad, true),
+            Err(QueueError::InvalidName { .. })
+        ));
+    }
+}
+
+#[test]
+fn create_open_and_cleanup() {
+    let name = unique("life");
+    assert!(matches!(
+        SageQueue::open(&name, true),
+        Err(QueueError::NotFound { .. })
+    ));
+    let a = SageQueue::create(&name, 5000, 0o600, true).unwrap();
+    assert_eq!(a.capacity(), 8192);
+    assert!(matches!(
+        SageQueue::create(&name, 4096, 0o600, true),
+        Err(QueueError::AlreadyExists { .. })
+    ));
+    let path = a.path();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let b = SageQueue::open_or_create(&name, 1 << 20, 0o600, true).unwrap();
+    assert!(!b.created());
+    assert_eq!(b.capacity(), 8192);
+    assert_eq!(a.stats().unwrap().attached, 2);
+    a.put(b"x", 0.0).unwrap();
+    assert_eq!(b.get(0.0).unwrap(), b"x");
+    a.close();
+    a.close();
+    assert!(matches!(a.put(b"x", 0.0), Err(QueueError::Closed { .. })));
+    assert_eq!(b.stats().unwrap().attached, 1);
+    assert!(Path::new(&path).exists());
+    drop(b);
+    assert!(!Path::new(&path).exists(), "last close removes the segment");
+
+    let keep = SageQueue::create(&unique("keep"), 4096, 0o600, false).unwrap();
+    let path = keep.path();
+    drop(keep);
+    assert!(
+        Path::new(&path).exists(),
+        "auto_cleanup=false keeps the segment"
+    );
+    let gc = sage_queue::collect_garbage().unwrap();
+    assert!(!Path::new(&path).exists(), "gc removes it: {gc:?}");
+}
+
+#[test]
+fn unlink_closes_for_everyone() {
+    let name = unique("unlink");
+    let a = Arc::new(SageQueue::create(&name, 4096, 0o600, true).unwrap());
+    let b = SageQueue::open(&name, true).unwrap();
+    let a2 = a.clone();
+    let waiter = std::thread::spawn(move || a2.get(-1.0));
+    std::thread::sleep(Duration::from_millis(50));
+    b.unlink().unwrap();
+    assert!(matches!(
+        waiter.join().unwrap(),
+        Err(QueueError::Closed { .. })
+    ));
+    assert!(matches!(a.put(b"x", 0.0), Err(QueueError::Closed { .. })));
+    assert!(matches!(
+        SageQueue::open(&name, true),
+        Err(QueueError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn foreign_and_corrupt_files_are_rejected_untouched() {
+    let dir = {
+        unique("x");
+        dir()
+    };
+    let uid = unsafe { libc::geteuid() };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"hello, I am not a queue".repeat(5000)),
+        ("short", b"SAGEQUE1".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (n, bytes) in &cases {
+        let name = unique(n);
+        let path = format!("{dir}/sq-{uid}-{name}");
+        std::fs::write(&path, bytes).unwrap();
+        let err = SageQueue::open(&name, true).err().unwrap();
+        assert!(matches!(err, QueueError::NotAQueue { .. }), "{n}: {err}");
+        let err = SageQueue::open_or_create(&name, 4096, 0o600, true)
+            .err()
+            .unwrap();
+        assert!(matches!(err, QueueError::NotAQueue { .. }), "{n}: {err}");
+        assert_eq!(&std::fs::read(&path).unwrap(), bytes, "{n} was modified");
+        std::fs::remove_file(&path).unwrap();
+    }
+    // A real segment with a newer version, and one truncated.
+    let name = unique("ver");
+    let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+    let path = q.path();
+    drop(q);
+    let good = std::fs::read(&path).unwrap();
+    let mut newer = good.clone();
+    newer[8] = 2;
+    std::fs::write(&path, &newer).unwrap();
+    assert!(matches!(
+        SageQueue::open(&name, true),
+        Err(QueueError::Incompatible { .. })
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), newer);
+    std::fs::write(&path, &good[..good.len() - 4096]).unwrap();
+    assert!(matches!(
+        SageQueue::open(&name, true),
+        Err(QueueError::NotAQueue { .. })
+    ));
+    let listed = list_queues().unwrap();
+    let info = listed.iter().find(|i| i.name == name).unwrap();
+    assert!(!info.valid && info.error.is_some());
+    std::fs::remove_file(&path).unwrap();
+    // A symlink planted at a queue's path is never followed.
+    let name = unique("link");
+    let target = format!("{dir}/target-{name}");
+    std::fs::write(&target, b"secret").unwrap();
+    std::os::unix::fs::symlink(&target, format!("{dir}/sq-{uid}-{name}")).unwrap();
+    assert!(matches!(
+        SageQueue::open(&name, true),
+        Err(QueueError::NotAQueue { .. })
+    ));
+    assert!(matches!(
+        SageQueue::create(&name, 4096, 0o600, true),
+        Err(QueueError::AlreadyExists { .. })
+    ));
+    assert_eq!(std::fs::read(&target).unwrap(), b"secret");
+}
+
+#[test]
+fn task_done_and_join() {
+    let q = Arc::new(create(65536));
+    for i in 0..10u8 {
+        q.put(&[i], 0.0).unwrap();
+    }
+    assert!(!q.join(0.05).unwrap());
+    let q2 = q.clone();
+    let worker = std::thread::spawn(move || {
+        for _ in 0..10 {
+            q2.get(1.0).unwrap();
+            q2.task_done(1).unwrap();
+        }
+    });
+    assert!(q.join(10.0).unwrap());
+    worker.join().unwrap();
+    assert!(matches!(
+        q.task_done(1),
+        Err(QueueError::InvalidArgument { .. })
+    ));
+    assert_eq!(q.stats().unwrap().unfinished_tasks, 0);
+}
+
+#[test]
+fn mpmc_threads_exactly_once_in_producer_order() {
+    const PRODUCERS: u64 = 4;
+    const CONSUMERS: usize = 3;
+    const PER: u64 = 20_000;
+    let name = unique("mpmc");
+    let keep = SageQueue::create(&name, 16 * 1024, 0o600, true).unwrap();
+    let mut handles = Vec::new();
+    for p in 0..PRODUCERS {
+        let name = name.clone();
+        handles.push(std::thread::spawn(move || {
+            let q = SageQueue::open(&name, true).unwrap();
+            let mut rng = Rng(p + 1);
+            let mut i = 0;
+            while i < PER {
+                if rng.below(4) == 0 {
+                    let n = rng.below(20).min(PER - i);
+                    let msgs: Vec<Vec<u8>> = (i..i + n).map(|s| msg(p, s, &mut rng)).collect();
+                    let put = q.put_batch(&frames(&msgs), 10.0).unwrap() as u64;
+                    assert_eq!(put, n);
+                    i += n;
+                } else {
+                    q.put(&msg(p, i, &mut rng), 10.0).unwrap();
+                    i += 1;
+                }
+            }
+            Vec::new()
+        }));
+    }
+    for c in 0..CONSUMERS {
+        let name = name.clone();
+        handles.push(std::thread::spawn(move || {
+            let q = SageQueue::open(&name, true).unwrap();
+            let mut got = Vec::new();
+            let mut rng = Rng(100 + c as u64);
+            loop {
+                let batch = if rng.below(3) == 0 {
+                    match q.get_batch(16, u64::MAX, 0.5) {
+                        Ok(b) => parse_frames(&b)
+                            .unwrap()
+                            .iter()
+                            .map(|m| m.to_vec())
+                            .collect(),
+                        Err(QueueError::Empty) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                } else {
+                    match q.get(0.5) {
+                        Ok(m) => vec![m],
+                        Err(QueueError::Empty) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                };
+                for m in batch {
+                    got.push(check(&m));
+                }
+            }
+            got
+        }));
+    }
+    let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
+    for (k, h) in handles.into_iter().enumerate() {
+        let got = h.join().unwrap();
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        for (p, s) in got {
+            if let Some(prev) = last.insert(p, s) {
+                assert!(
+                    s > prev,
+                    "consumer {k}: producer {p} out of order ({prev} then {s})"
+                );
+            }
+            *seen.entry((p, s)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len() as u64, PRODUCERS * PER);
+    assert!(seen.values().all(|&n| n == 1));
+    assert_eq!(keep.qsize(), 0);
+}
+
+/// A message: producer, sequence, random-length checked body.
+fn msg(p: u64, s: u64, rng: &mut Rng) -> Vec<u8> {
+    let len = rng.below(300) as usize;
+    let mut m = Vec::with_capacity(16 + len);
+    m.extend_from_slice(&p.to_le_bytes());
+    m.extend_from_slice(&s.to_le_bytes());
+    m.extend_from_slice(&payload(p << 32 | s, len));
+    m
+}
+
+fn check(m: &[u8]) -> (u64, u64) {
+    let p = u64::from_le_bytes(m[..8].try_into().unwrap());
+    let s = u64::from_le_bytes(m[8..16].try_into().unwrap());
+    assert_eq!(&m[16..], payload(p << 32 | s, m.len() - 16), "corrupt body");
+    (p, s)
+}

@@ -1,0 +1,135 @@
+//! Kill -9 at each protocol step, reached deterministically with the `fault-injection` hooks:
+//! a forked child stops itself (SIGSTOP) at the step, the test SIGKILLs it there, and the
+//! surviving handle must carry on: dead claims skipped, dead reads freed, a dead release-lock
+//! holder's work finished, the dead attachment reclaimed.
+//! Run with: cargo test --features fault-injection --test faults
+#![cfg(feature = "fault-injection")]
+
+mod common;
+
+use common::*;
+use sage_queue::{stop_at, QueueError, SageQueue, Step};
+use std::time::{Duration, Instant};
+
+/// Fork a child that opens `name`, arms `step` and runs `op`; wait until it has stopped at the
+/// step, then SIGKILL it and reap it.
+fn kill_child_at(name: &str, step: Step, op: fn(&SageQueue)) {
+    // SAFETY: the child only opens the queue, runs `op` and exits with _exit; this test binary
+    // has a single test, so no other test thread holds locks the child could need.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let q = SageQueue::open(name, true).unwrap();
+        stop_at(Some(step));
+        op(&q);
+        // SAFETY: exiting the forked child without running the parent's destructors.
+        unsafe { libc::_exit(3) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting on our own child with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    assert_eq!(r, pid);
+    assert!(
+        libc::WIFSTOPPED(status),
+        "child did not stop at {step:?}: status {status}"
+    );
+    // SAFETY: signalling and reaping our own stopped child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+/// Move more than `rounds` capacities through the queue; fails if it wedges.
+fn churn(q: &SageQueue, rounds: u64) {
+    let start = Instant::now();
+    let body = [7u8; 200];
+    for _ in 0..rounds * q.capacity() / 208 {
+        q.put(&body, 2.0).expect("put wedged");
+        assert_eq!(q.get(2.0).expect("get wedged"), body);
+    }
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn kill_at_every_step() {
+    // A producer dies after winning the tail CAS, before writing a header.
+    let name = unique("claimed");
+    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    kill_child_at(&name, Step::Claimed, |q| {
+        q.put(b"from the dead", 0.0).unwrap()
+    });
+    q.put(b"after", 0.0).unwrap();
+    assert_eq!(q.get(2.0).unwrap(), b"after");
+    assert_eq!(q.stats().unwrap().recovered, 1);
+    assert_eq!(q.stats().unwrap().attached, 1);
+    churn(&q, 3);
+
+    // A producer dies mid-copy (header WRITING, payload partly written).
+    drop(q);
+    let name = unique("written");
+    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    q.put(b"before", 0.0).unwrap();
+    kill_child_at(&name, Step::Written, |q| q.put(&[1u8; 500], 0.0).unwrap());
+    q.put(b"after", 0.0).unwrap();
+    assert_eq!(q.get(2.0).unwrap(), b"before");
+    assert_eq!(q.get(2.0).unwrap(), b"after");
+    assert_eq!(q.stats().unwrap().recovered, 1);
+    churn(&q, 3);
+
+    // A producer dies inside a batch.
+    drop(q);
+    let name = unique("batch");
+    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    kill_child_at(&name, Step::Written, |q| {
+        let f = frames(&[vec![1u8; 10], vec![2u8; 20], vec![3u8; 30]]);
+        q.put_batch(&f, 0.0).unwrap();
+    });
+    q.put(b"after", 0.0).unwrap();
+    assert_eq!(q.get(2.0).unwrap(), b"after");
+    churn(&q, 3);
+
+    // A consumer dies after taking a message, before copying it out: that message is lost
+    // with it, and its space comes back.
+    drop(q);
+    let name = unique("taken");
+    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    q.put(b"m1", 0.0).unwrap();
+    q.put(b"m2", 0.0).unwrap();
+    kill_child_at(&name, Step::Taken, |q| {
+        q.get(0.0).unwrap();
+    });
+    assert_eq!(q.get(2.0).unwrap(), b"m2");
+    churn(&q, 3);
+    let s = q.stats().unwrap();
+    assert_eq!(s.lost, 1);
+    assert_eq!(
+        s.unfinished_tasks,
+        s.msgs_in - 1,
+        "the lost message counts as done"
+    );
+
+    // The release-lock holder dies while zeroing.
+    drop(q);
+    let name = unique("releasing");
+    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    kill_child_at(&name, Step::Releasing, |q| loop {
+        q.put(&[5u8; 600], 0.0).unwrap();
+        q.get(0.0).unwrap();
+    });
+    churn(&q, 3);
+    assert_eq!(q.stats().unwrap().attached, 1);
+
+    // Nothing is left behind once the survivors close.
+    drop(q);
+    let left: Vec<_> = std::fs::read_dir(dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(matches!(
+        SageQueue::open(&name, true),
+        Err(QueueError::NotFound { .. })
+    ));
+}
