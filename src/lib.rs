@@ -6,7 +6,7 @@
 //! CONSUMED) -> `Ring::release` (zero, advance) -> `SageQueue::get` returns the bytes.
 //! Module map: error (typed errors), name (names and file names), layout (bytes of a segment),
 //! segment (the file and its mapping), attach (slots and liveness), ring (the protocol),
-//! wait (spin and futex), queue (the handle the UDL exposes), fault (test-only hooks).
+//! wait (spin and futex), queue (the handle the UDL exposes), registry (handles by id for raw_* calls), fault (test-only hooks).
 
 mod attach;
 mod error;
@@ -14,6 +14,7 @@ mod fault;
 mod layout;
 mod name;
 mod queue;
+mod registry;
 mod ring;
 mod segment;
 mod wait;
@@ -25,5 +26,6 @@ pub use queue::{
     collect_garbage, list_queues, max_message_size, parse_frames, queue_dir, unlink_queue,
     validate_name, QueueInfo, QueueStats, SageQueue,
 };
+pub use registry::{raw_get, raw_get_batch, raw_put, raw_put_batch};
 
 uniffi::include_scaffolding!("sage_queue");

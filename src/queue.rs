@@ -35,6 +35,7 @@ pub struct SageQueue {
     created: bool,
     auto_cleanup: bool,
     closed: AtomicBool,
+    raw_id: std::sync::atomic::AtomicU64,
     local: Mutex<Local>,
 }
 
@@ -156,6 +157,7 @@ impl SageQueue {
             created,
             auto_cleanup,
             closed: AtomicBool::new(false),
+            raw_id: std::sync::atomic::AtomicU64::new(0),
             local: Mutex::new(Local {
                 cache: Cache::default(),
                 stuck_since: None,
@@ -461,6 +463,18 @@ impl SageQueue {
 
     // ---- lifecycle ----
 
+    pub fn raw_id(self: std::sync::Arc<Self>) -> u64 {
+        let _guard = self.local();
+        match self.raw_id.load(Acquire) {
+            0 => {
+                let id = crate::registry::register(&self);
+                self.raw_id.store(id, Release);
+                id
+            }
+            id => id,
+        }
+    }
+
     pub fn close(&self) {
         if self.closed.swap(true, AcqRel) {
             return;
@@ -470,6 +484,10 @@ impl SageQueue {
             return;
         }
         let _guard = self.local();
+        let id = self.raw_id.load(Acquire);
+        if id != 0 {
+            crate::registry::forget(id);
+        }
         attach::detach(&self.seg.file, self.seg.slots(), self.me.slot);
         if self.auto_cleanup && attach::lock_table_if_unused(&self.seg.file) {
             let _ = self.seg.unlink_if_ours();
