@@ -26,6 +26,9 @@ pub use queue::{
     collect_garbage, list_queues, max_message_size, parse_frames, queue_dir, unlink_queue,
     validate_name, QueueInfo, QueueStats, SageQueue,
 };
-pub use registry::{raw_get, raw_get_batch, raw_put, raw_put_batch};
+pub use registry::{
+    raw_get, raw_get_batch, raw_get_batch_view, raw_get_view, raw_put, raw_put_batch,
+    raw_view_address, raw_view_capacity,
+};
 
 uniffi::include_scaffolding!("sage_queue");

@@ -261,6 +261,13 @@ impl SageQueue {
     }
 
     pub fn get(&self, timeout: Timeout) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.get_into(&mut out, timeout)?;
+        Ok(out)
+    }
+
+    /// `get`, appending the message to `out`.
+    pub fn get_into(&self, out: &mut Vec<u8>, timeout: Timeout) -> Result<()> {
         let h = self.seg.header();
         self.blocking(
             timeout,
@@ -268,11 +275,10 @@ impl SageQueue {
             &h.cons.waits_empty,
             QueueError::Empty,
             |ring, cache| {
-                let mut out = Vec::new();
                 let n = ring.try_get(cache, 1, u64::MAX, &mut |r, pos, len| {
-                    r.copy_out(pos, len, &mut out)
+                    r.copy_out(pos, len, out)
                 })?;
-                Ok((n == 1).then_some(out))
+                Ok((n == 1).then_some(()))
             },
             |ring| ring.head_ready(),
         )
@@ -312,6 +318,19 @@ impl SageQueue {
     }
 
     pub fn get_batch(&self, max_items: u32, max_bytes: u64, timeout: Timeout) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.get_batch_into(&mut out, max_items, max_bytes, timeout)?;
+        Ok(out)
+    }
+
+    /// `get_batch`, appending the frames to `out`.
+    pub fn get_batch_into(
+        &self,
+        out: &mut Vec<u8>,
+        max_items: u32,
+        max_bytes: u64,
+        timeout: Timeout,
+    ) -> Result<()> {
         if max_items == 0 {
             return Err(QueueError::invalid("max_items must be at least 1"));
         }
@@ -322,13 +341,12 @@ impl SageQueue {
             &h.cons.waits_empty,
             QueueError::Empty,
             |ring, cache| {
-                let mut out = Vec::new();
                 let n =
                     ring.try_get(cache, max_items as usize, max_bytes, &mut |r, pos, len| {
                         out.extend_from_slice(&(len as u32).to_le_bytes());
-                        r.copy_out(pos, len, &mut out)
+                        r.copy_out(pos, len, out)
                     })?;
-                Ok((n > 0).then_some(out))
+                Ok((n > 0).then_some(()))
             },
             |ring| ring.head_ready(),
         )

@@ -435,3 +435,38 @@ fn check(m: &[u8]) -> (u64, u64) {
     assert_eq!(&m[16..], payload(p << 32 | s, m.len() - 16), "corrupt body");
     (p, s)
 }
+
+#[test]
+fn raw_functions_by_id() {
+    use sage_queue::{
+        raw_get, raw_get_batch_view, raw_get_view, raw_put, raw_put_batch, raw_view_address,
+        raw_view_capacity,
+    };
+    let q = Arc::new(create(1 << 20));
+    let id = q.clone().raw_id();
+    assert_eq!(q.clone().raw_id(), id, "one id per handle");
+    raw_put(id, b"abc", 0.0).unwrap();
+    assert_eq!(raw_get(id, 0.0).unwrap(), b"abc");
+    assert_eq!(raw_get(id, 0.0), Err(QueueError::Empty));
+    // The view: the message lands in this thread's buffer.
+    raw_put(id, b"viewed", 0.0).unwrap();
+    let n = raw_get_view(id, 0.0).unwrap() as usize;
+    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
+    assert_eq!(view, b"viewed");
+    // A result larger than the buffer moves it; the capacity says when.
+    let big = vec![3u8; raw_view_capacity() as usize + 1];
+    raw_put(id, &big, 0.0).unwrap();
+    let n = raw_get_view(id, 0.0).unwrap() as usize;
+    assert!(raw_view_capacity() as usize >= n);
+    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
+    assert_eq!(view, &big[..]);
+    assert_eq!(raw_put_batch(id, &frames(&[b"x".to_vec(), b"yz".to_vec()]), 0.0).unwrap(), 2);
+    let n = raw_get_batch_view(id, 10, u64::MAX, 0.0).unwrap() as usize;
+    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
+    assert_eq!(parse_frames(view).unwrap(), vec![&b"x"[..], &b"yz"[..]]);
+    // A closed or unknown id is Closed, never someone else's queue.
+    q.close();
+    assert!(matches!(raw_put(id, b"x", 0.0), Err(QueueError::Closed { .. })));
+    assert!(matches!(raw_get(u64::MAX, 0.0), Err(QueueError::Closed { .. })));
+    assert!(matches!(raw_get(0, 0.0), Err(QueueError::Closed { .. })));
+}
