@@ -194,7 +194,7 @@ impl SageQueue {
     /// has made no progress for RECOVER_AFTER, leftovers of dead processes are recovered.
     fn blocking<T>(
         &self,
-        timeout: Timeout,
+        deadline: Deadline,
         line: &WakeLine,
         waits: &std::sync::atomic::AtomicU64,
         on_timeout: QueueError,
@@ -202,7 +202,6 @@ impl SageQueue {
         ready: impl Fn(&Ring) -> bool,
     ) -> Result<T> {
         let ring = self.ring();
-        let deadline = Deadline::from_secs(timeout);
         let mut counted = false;
         loop {
             self.check_open()?;
@@ -221,7 +220,7 @@ impl SageQueue {
                     }
                 }
             }
-            if Deadline::immediate(timeout) {
+            if deadline.is_immediate() {
                 return Err(on_timeout);
             }
             if wait::spin(SPIN, || ready(&ring) || self.any_closed()) {
@@ -245,7 +244,7 @@ impl SageQueue {
         let h = self.seg.header();
         let need = span(data.len() as u64);
         self.blocking(
-            timeout,
+            Deadline::from_secs(timeout),
             &h.space_wake,
             &h.prod.waits_full,
             QueueError::Full,
@@ -270,7 +269,7 @@ impl SageQueue {
     pub fn get_into(&self, out: &mut Vec<u8>, timeout: Timeout) -> Result<()> {
         let h = self.seg.header();
         self.blocking(
-            timeout,
+            Deadline::from_secs(timeout),
             &h.data_wake,
             &h.cons.waits_empty,
             QueueError::Empty,
@@ -290,11 +289,12 @@ impl SageQueue {
             self.check_size(m.len())?;
         }
         let h = self.seg.header();
+        let deadline = Deadline::from_secs(timeout);
         let mut done = 0usize;
         while done < msgs.len() {
             let need = span(msgs[done].len() as u64);
             let res = self.blocking(
-                timeout,
+                deadline,
                 &h.space_wake,
                 &h.prod.waits_full,
                 QueueError::Full,
@@ -336,7 +336,7 @@ impl SageQueue {
         }
         let h = self.seg.header();
         self.blocking(
-            timeout,
+            Deadline::from_secs(timeout),
             &h.data_wake,
             &h.cons.waits_empty,
             QueueError::Empty,

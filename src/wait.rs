@@ -72,22 +72,41 @@ pub fn sleep_unless(line: &WakeLine, timeout: Duration, mut ready: impl FnMut() 
 
 /// A caller's time limit: negative or non-finite seconds wait forever, 0 tries once.
 #[derive(Clone, Copy)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline {
+    end: Option<Instant>,
+    immediate: bool,
+}
 
 impl Deadline {
     pub fn from_secs(timeout: f64) -> Deadline {
         if timeout.is_nan() || timeout < 0.0 || timeout.is_infinite() {
-            return Deadline(None);
+            return Deadline {
+                end: None,
+                immediate: false,
+            };
+        }
+        if timeout == 0.0 {
+            return Deadline {
+                end: None,
+                immediate: true,
+            };
         }
         let d = Duration::from_secs_f64(timeout.min(1e9));
-        Deadline(Some(Instant::now() + d))
+        Deadline {
+            end: Some(Instant::now() + d),
+            immediate: false,
+        }
     }
-    pub fn immediate(timeout: f64) -> bool {
-        timeout == 0.0
+    /// Try once, never wait.
+    pub fn is_immediate(&self) -> bool {
+        self.immediate
     }
     /// Time left, capped at `slice`; None when the deadline has passed.
     pub fn next_slice(&self, slice: Duration) -> Option<Duration> {
-        match self.0 {
+        if self.immediate {
+            return None;
+        }
+        match self.end {
             None => Some(slice),
             Some(end) => {
                 let now = Instant::now();

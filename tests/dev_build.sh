@@ -11,6 +11,8 @@ out=python/sage_queue/_native
 mkdir -p "$out"
 "target/$dir/uniffi-bindgen" generate --library "target/$dir/libsage_queue.so" \
     --language python --out-dir "$out" --no-format >/dev/null
-cp "target/$dir/libsage_queue.so" "$out/"
+# Replace the library by rename, never in place: a process that has it loaded keeps its copy.
+cp "target/$dir/libsage_queue.so" "$out/.libsage_queue.so.new"
+mv -f "$out/.libsage_queue.so.new" "$out/libsage_queue.so"
 printf 'from .sage_queue import *  # noqa: F401,F403\n' > "$out/__init__.py"
 echo "generated $out"

@@ -1,0 +1,221 @@
+"""The ``sage-queue`` command line: list, inspect and remove queues, collect garbage, and run
+a small multi-process demo.
+
+    sage-queue ls              queues of this user: capacity, bytes used, messages, attached
+    sage-queue stat NAME       every statistic of one queue
+    sage-queue rm NAME         remove a queue (attached processes see it closed)
+    sage-queue gc              remove queues whose processes have all exited
+    sage-queue demo            one producer process feeding two consumer processes
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+import uuid
+from typing import List, Optional
+
+from .errors import SageQueueError
+from .queue import (
+    SageQueue,
+    cleanup_invalid_queues,
+    destroy_queue,
+    full_name,
+    list_all_sage_queues,
+    queue_dir,
+)
+
+
+def _table(rows: List[List[str]], right: set) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    queues = list_all_sage_queues()
+    if args.json:
+        print(json.dumps(queues, indent=2))
+        return 0
+    if not queues:
+        print(f"no queues in {queue_dir()}")
+        return 0
+    rows = [["NAME", "CAPACITY", "USED", "MESSAGES", "ATTACHED"]]
+    for q in queues:
+        if q["valid"]:
+            rows.append(
+                [
+                    q["name"],
+                    str(q["capacity"]),
+                    str(q["used_bytes"]),
+                    str(q["messages"]),
+                    str(q["attached"]),
+                ]
+            )
+        else:
+            rows.append([q["name"], "-", "-", "-", f"- (invalid: {q['error']})"])
+    print(_table(rows, right={1, 2, 3}))
+    return 0
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    # auto_cleanup=False: looking at a queue must never remove it.
+    with SageQueue(
+        args.name, auto_cleanup=False, namespace=args.namespace, serializer="raw", create=False
+    ) as q:
+        stats = q.get_stats()
+    stats["attached"] -= 1  # not counting this command's own handle
+    del stats["serializer"]  # this command's own choice, not the queue's
+    for key in ("readers", "writers", "ref_count"):
+        stats[key] = stats["attached"]
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    width = max(len(k) for k in stats)
+    for key, value in stats.items():
+        print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    name = full_name(args.name, args.namespace)
+    if destroy_queue(name):
+        print(f"removed {name}")
+        return 0
+    print(f"sage-queue: no queue named {name!r} in {queue_dir()}", file=sys.stderr)
+    return 1
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    removed = cleanup_invalid_queues()
+    for name in removed:
+        print(f"removed {name}")
+    print(f"{len(removed)} queue(s) removed")
+    return 0
+
+
+# ---- demo: module-level workers, so spawned children can import them ----
+
+
+def _demo_producer(q: SageQueue, results: SageQueue, count: int, consumers: int) -> None:
+    start = time.perf_counter()
+    for i in range(count):
+        q.put((i, f"message {i}"))
+    for _ in range(consumers):
+        q.put(None)
+    results.put(("producer", 0, count, sum(range(count)), time.perf_counter() - start))
+
+
+def _demo_consumer(q: SageQueue, results: SageQueue, index: int) -> None:
+    n = total = 0
+    start = None
+    while True:
+        item = q.get()
+        if start is None:
+            start = time.perf_counter()
+        if item is None:
+            break
+        n += 1
+        total += item[0]
+    results.put(("consumer", index, n, total, time.perf_counter() - (start or 0)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    tag = f"demo-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    consumers = 2
+    with SageQueue(tag, maxsize=args.maxsize) as q, SageQueue(f"{tag}-results") as results:
+        procs = [ctx.Process(target=_demo_consumer, args=(q, results, i)) for i in range(consumers)]
+        procs.append(ctx.Process(target=_demo_producer, args=(q, results, args.count, consumers)))
+        print(
+            f"demo: 1 producer -> {args.count} messages -> {consumers} consumers "
+            f"through queue {tag!r} ({q.maxsize} bytes)"
+        )
+        started = time.perf_counter()
+        for p in procs:
+            p.start()
+        reports = []
+        try:
+            for _ in procs:
+                reports.append(results.get(timeout=args.timeout))
+        except Exception as exc:
+            print(f"demo failed: no report after {args.timeout} s ({type(exc).__name__})")
+            for p in procs:
+                p.terminate()
+            return 1
+        finally:
+            for p in procs:
+                p.join(5)
+        wall = time.perf_counter() - started
+    received = sent = 0
+    checksum = expected = 0
+    for role, index, n, total, secs in sorted(reports):
+        rate = n / secs if secs > 0 else float("inf")
+        label = "producer" if role == "producer" else f"consumer {index + 1}"
+        print(f"{label:>10}: {n:>9} messages in {secs:6.2f} s  {rate:>12,.0f} msgs/s")
+        if role == "producer":
+            sent, expected = n, total
+        else:
+            received += n
+            checksum += total
+    ok = received == sent == args.count and checksum == expected
+    print(
+        f"{'total':>10}: {received} of {sent} messages received, each once: "
+        f"{'yes' if ok else 'NO'} ({wall:.2f} s with process start-up)"
+    )
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sage-queue",
+        description="Inspect and manage sage-queue shared-memory queues "
+        f"(folder: $SAGE_QUEUE_DIR, else /dev/shm; now {queue_dir()}).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("ls", help="list this user's queues")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("stat", help="print every statistic of one queue")
+    p.add_argument("name")
+    p.add_argument("-n", "--namespace", help="namespace the queue was created in")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_stat)
+
+    p = sub.add_parser("rm", help="remove a queue (attached processes see it closed)")
+    p.add_argument("name")
+    p.add_argument("-n", "--namespace", help="namespace the queue was created in")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("gc", help="remove queues whose processes have all exited")
+    p.set_defaults(func=cmd_gc)
+
+    p = sub.add_parser("demo", help="one producer process feeding two consumer processes")
+    p.add_argument("--count", type=int, default=300_000, help="messages to send")
+    p.add_argument("--maxsize", type=int, default=1 << 20, help="queue size in bytes")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this long")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (SageQueueError, ValueError, OSError) as exc:
+        print(f"sage-queue: error: {exc}", file=sys.stderr)
+        return 1

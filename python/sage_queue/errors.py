@@ -1,0 +1,190 @@
+"""Exceptions of sage_queue and the one place where native errors become Python exceptions.
+
+Waiting errors are the standard ``queue.Empty`` and ``queue.Full``; every other error is a
+subclass of ``SageQueueError`` and of the built-in exception a caller would expect (a bad name
+is a ``ValueError``, a missing queue a ``FileNotFoundError``, a closed queue a ``RuntimeError``).
+"""
+
+import errno
+import queue
+from typing import Optional
+
+from . import _native
+
+
+class SageQueueError(Exception):
+    """Base class of every sage_queue error except queue.Empty and queue.Full."""
+
+    _fields: tuple = ()
+
+    def __reduce__(self):
+        # Rebuild from the constructor's own arguments, so errors survive pickling (e.g. when
+        # a multiprocessing pool sends them back to the parent).
+        if not self._fields:
+            return super().__reduce__()
+        return type(self), tuple(getattr(self, f) for f in self._fields)
+
+
+class QueueClosed(SageQueueError, RuntimeError):
+    """The handle was closed, or the queue was removed (unlinked) by someone."""
+
+    _fields = ("name", "reason")
+
+    def __init__(self, name: str, reason: str = "this handle was closed"):
+        super().__init__(f"queue {name!r} is closed: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class InvalidQueueName(SageQueueError, ValueError):
+    """A queue name or namespace that the native core rejects."""
+
+    _fields = ("name", "reason")
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"invalid queue name {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class MessageTooLarge(SageQueueError, ValueError):
+    """A serialized item larger than the queue's largest message; it can never fit."""
+
+    _fields = ("size", "max_size")
+
+    def __init__(self, size: int, max_size: int):
+        super().__init__(
+            f"message of {size} bytes is larger than this queue's limit of {max_size} bytes"
+        )
+        self.size = size
+        self.max_size = max_size
+
+
+class _OSErrorMessage(OSError):
+    """An OSError with an errno whose str() is just the message (no "[Errno N]" prefix)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+class QueueNotFound(SageQueueError, _OSErrorMessage, FileNotFoundError):
+    """No queue of that name exists (for this user, in the queue folder)."""
+
+    _fields = ("name",)
+
+    def __init__(self, name: str):
+        super().__init__(errno.ENOENT, f"queue {name!r} does not exist")
+        self.name = name
+
+
+class QueueExists(SageQueueError, _OSErrorMessage, FileExistsError):
+    """A queue of that name already exists and create=True was asked."""
+
+    _fields = ("name",)
+
+    def __init__(self, name: str):
+        super().__init__(errno.EEXIST, f"queue {name!r} already exists")
+        self.name = name
+
+
+class NotAQueueError(SageQueueError, ValueError):
+    """The file at the queue's path is not a sage-queue segment; it is left untouched."""
+
+    _fields = ("reason",)
+
+    def __init__(self, reason: str):
+        super().__init__(f"not a sage-queue segment: {reason}")
+        self.reason = reason
+
+
+class IncompatibleQueue(SageQueueError, ValueError):
+    """A sage-queue segment written by another, incompatible layout version."""
+
+    _fields = ("reason",)
+
+    def __init__(self, reason: str):
+        super().__init__(f"incompatible sage-queue segment: {reason}")
+        self.reason = reason
+
+
+class QueuePermissionError(SageQueueError, _OSErrorMessage, PermissionError):
+    """The segment exists but this process may not use it."""
+
+    _fields = ("reason",)
+
+    def __init__(self, reason: str):
+        super().__init__(errno.EACCES, f"permission denied: {reason}")
+        self.reason = reason
+
+
+class QueueIOError(SageQueueError, OSError):
+    """An operating-system error inside the native core."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+class InvalidArgument(SageQueueError, ValueError):
+    """An argument the native core rejects (e.g. task_done() called too many times)."""
+
+
+class BatchFull(queue.Full):
+    """put_many() ran out of time with only ``count`` of ``total`` items put (in order)."""
+
+    def __init__(self, count: int, total: int):
+        super().__init__(f"queue full: put {count} of {total} items before the timeout")
+        self.count = count
+        self.total = total
+
+    def __reduce__(self):
+        return type(self), (self.count, self.total)
+
+
+def from_native(err: Exception, name: Optional[str] = None) -> BaseException:
+    """Translate a native ``QueueError`` into the sage_queue / standard exception to raise.
+
+    ``name`` is the queue the call was about, used when the native error carries none.
+    Anything that is not a native QueueError is returned unchanged.
+    """
+    e = _native.QueueError
+    if isinstance(err, e.Empty):
+        return queue.Empty()
+    if isinstance(err, e.Full):
+        return queue.Full()
+    if isinstance(err, e.TooLarge):
+        return MessageTooLarge(err.size, err.max_size)
+    if isinstance(err, e.Closed):
+        return QueueClosed(name or "?", err.reason)
+    if isinstance(err, e.InvalidName):
+        return InvalidQueueName(err.name, err.reason)
+    if isinstance(err, e.NotFound):
+        return QueueNotFound(err.name)
+    if isinstance(err, e.AlreadyExists):
+        return QueueExists(err.name)
+    if isinstance(err, e.NotAQueue):
+        return NotAQueueError(err.reason)
+    if isinstance(err, e.Incompatible):
+        return IncompatibleQueue(err.reason)
+    if isinstance(err, e.PermissionDenied):
+        return QueuePermissionError(err.reason)
+    if isinstance(err, e.InvalidArgument):
+        return InvalidArgument(err.reason)
+    if isinstance(err, e.Io):
+        return QueueIOError(err.message)
+    return err
+
+
+class SerializationError(SageQueueError, TypeError):
+    """An item the queue's serializer cannot turn into bytes; nothing was put."""
+
+
+class DeserializationError(SageQueueError, ValueError):
+    """A message the serializer could not load. It was taken off the queue; its bytes are
+    in ``data`` (the queue keeps every other message)."""
+
+    _fields = ("data", "reason")
+
+    def __init__(self, data: bytes, reason: str):
+        super().__init__(f"cannot deserialize a message of {len(data)} bytes: {reason}")
+        self.data = data
+        self.reason = reason

@@ -1,0 +1,665 @@
+"""SageQueue: a ``queue.Queue``-like front end over the native shared-memory queue.
+
+Every ``SageQueue`` object is one native handle, i.e. one attachment to the named segment.
+It is closed by ``close()``, by garbage collection, or at interpreter exit; after ``os.fork()``
+the child re-attaches every live queue by name (a handle belongs to the process that opened
+it). Blocking calls wait in native slices of at most ``_SLICE`` seconds so that signal
+handlers (Ctrl-C) run between them. Objects pickle as a ``SageQueueRef``, so
+``multiprocessing`` children and Ray actors receive a queue attached to the same segment.
+
+Messages move through the native ``raw_*`` functions, addressed by the handle's id (a method
+call costs a second FFI call to clone the object handle); a received message is copied out of
+the calling thread's native view buffer with ctypes instead of coming back in a RustBuffer.
+"""
+
+import atexit
+import ctypes
+import functools
+import multiprocessing.util
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional
+
+from . import _native
+from .errors import (
+    BatchFull,
+    DeserializationError,
+    MessageTooLarge,
+    QueueClosed,
+    QueueNotFound,
+    from_native,
+)
+from .serializers import (
+    decode,
+    encode,
+    from_portable_spec,
+    get_serializer,
+    portable_spec,
+    spec_name,
+)
+
+DEFAULT_MAXSIZE = 1024 * 1024
+# Longest single native wait: a signal handler (Ctrl-C) runs at most this late.
+_SLICE = 0.05
+_U32_MAX = 2**32 - 1
+_FRAME_LEN = struct.Struct("<I")
+
+_NativeError = _native.QueueError
+_WAIT_ERRORS = (_native.QueueError.Empty, _native.QueueError.Full)
+_STATS_FIELDS = (
+    "name", "path", "capacity", "max_message_size", "used_bytes", "free_bytes", "messages",
+    "attached", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "waits_full", "waits_empty",
+    "recovered", "lost", "unfinished_tasks", "closed", "creator_pid", "owner_uid",
+    "created_unix_ms",
+)  # fmt: skip
+_INFO_FIELDS = (
+    "name", "path", "valid", "error", "capacity", "used_bytes", "messages", "attached",
+    "creator_pid",
+)  # fmt: skip
+
+
+# ---- names ----
+
+
+def _validate_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"a queue name must be a str, not {type(name).__name__}")
+    try:
+        _native.validate_name(name)
+    except _NativeError as e:
+        raise from_native(e, name) from None
+
+
+def full_name(name: str, namespace: Optional[str] = None) -> str:
+    """The native queue name of ``name`` in ``namespace``: ``"namespace.name"`` (validated)."""
+    _validate_name(name)
+    if namespace is None:
+        return name
+    _validate_name(namespace)
+    full = f"{namespace}.{name}"
+    _validate_name(full)
+    return full
+
+
+# ---- waiting ----
+
+
+def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
+    """Seconds a call may wait: 0.0 = try once, None = forever (queue.Queue's rules)."""
+    if not block:
+        return 0.0
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return float(timeout)
+
+
+def _sliced(call, wait: Optional[float], *args):
+    """``call(*args, seconds)`` until it succeeds or ``wait`` has passed, waiting at most
+    _SLICE per native call. The first call is the whole fast path when no wait is needed."""
+    step = _SLICE if wait is None else min(wait, _SLICE)
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            return call(*args, step)
+        except _WAIT_ERRORS:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                step = min(remaining, _SLICE)
+
+
+_view = threading.local()  # this thread's native copy-out buffer: address and capacity
+
+
+def _view_bytes(n: int) -> bytes:
+    """The first ``n`` bytes of this thread's view buffer, just filled by a raw_*_view call."""
+    addr = getattr(_view, "address", None)
+    if addr is None or n > _view.capacity:  # the buffer moves only when it grows
+        addr = _view.address = _native.raw_view_address()
+        _view.capacity = _native.raw_view_capacity()
+    return ctypes.string_at(addr, n)
+
+
+def _forget_view() -> None:
+    """After an interrupted raw_*_view call: its result may have moved the buffer unseen."""
+    _view.address = None
+
+
+def _split_frames(buf: bytes) -> List[bytes]:
+    out = []
+    pos, end = 0, len(buf)
+    while pos < end:
+        (n,) = _FRAME_LEN.unpack_from(buf, pos)
+        pos += 4
+        out.append(buf[pos : pos + n])
+        pos += n
+    return out
+
+
+# ---- live handles: exit and fork ----
+
+_live: "weakref.WeakSet[SageQueue]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def _track(q: "SageQueue") -> None:
+    with _live_lock:
+        _live.add(q)
+
+
+def _live_queues() -> List["SageQueue"]:
+    # Closed queues may still be in the set; callers skip them. (close() never takes the
+    # lock: it can run from __del__ while this thread holds it.)
+    if _live_lock.acquire(timeout=5):
+        try:
+            return list(_live)
+        finally:
+            _live_lock.release()
+    return []
+
+
+def _close_all() -> None:
+    for q in _live_queues():
+        try:
+            q.close()
+        except Exception:
+            pass
+
+
+def _reattach_all_in_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()  # another parent thread may have held the old one
+    for q in list(_live):
+        q._reattach_after_fork()
+
+
+def _close_all_at_child_exit(_obj) -> None:
+    # multiprocessing children end with os._exit(), skipping atexit; they do run the
+    # finalizers registered after their start, so register one there.
+    multiprocessing.util.Finalize(None, _close_all, exitpriority=0)
+
+
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_reattach_all_in_child)
+multiprocessing.util.register_after_fork(_close_all, _close_all_at_child_exit)
+
+
+# ---- references ----
+
+
+@functools.cache
+def host_id() -> str:
+    """This machine's identity for references: hostname and kernel boot id."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = "unknown-boot"
+    return f"{socket.gethostname()}/{boot}"
+
+
+@dataclass(frozen=True)
+class SageQueueRef:
+    """A small picklable description of a queue; ``get_queue()`` attaches to it from any
+    process on the same machine."""
+
+    name: str
+    maxsize: int
+    auto_cleanup: bool
+    creator_pid: int
+    namespace: Optional[str] = None
+    serializer: Any = "pickle"
+    host_id: str = ""
+
+    @property
+    def full_name(self) -> str:
+        return self.name if self.namespace is None else f"{self.namespace}.{self.name}"
+
+    @property
+    def size(self) -> int:
+        """The ring size in bytes (same as maxsize)."""
+        return self.maxsize
+
+    def is_local(self) -> bool:
+        """Whether this reference was made on this machine (and boot)."""
+        return not self.host_id or self.host_id == host_id()
+
+    def get_queue(self, serializer: Any = None) -> "SageQueue":
+        """Attach to the queue (it must exist). ``serializer`` overrides the reference's."""
+        if not self.is_local():
+            raise RuntimeError(
+                f"queue {self.full_name!r} lives on host {self.host_id!r}, not on this one "
+                f"({host_id()!r}); sage-queue connects processes of one machine"
+            )
+        if serializer is None:
+            if self.serializer is None:
+                raise ValueError(
+                    f"the serializer of queue {self.full_name!r} could not be pickled into "
+                    "its reference; pass serializer= to get_queue()"
+                )
+            serializer = from_portable_spec(self.serializer)
+        return SageQueue(
+            self.name,
+            self.maxsize,
+            self.auto_cleanup,
+            self.namespace,
+            serializer=serializer,
+            create=False,
+        )
+
+
+def _attach_reference(ref: SageQueueRef) -> "SageQueue":
+    return ref.get_queue()
+
+
+# ---- the queue ----
+
+
+class SageQueue:
+    """A named multi-producer multi-consumer queue in shared memory.
+
+    ``SageQueue(name)`` creates the queue or attaches to it; every process that uses the same
+    name (and namespace) shares it. ``maxsize`` is the ring size in bytes (rounded up to a
+    power of two, at least 4096) and applies only when the queue is created. ``create=True``
+    requires a new queue (QueueExists otherwise), ``create=False`` an existing one
+    (QueueNotFound otherwise). The last handle to close removes the queue if
+    ``auto_cleanup``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        maxsize: int = DEFAULT_MAXSIZE,
+        auto_cleanup: bool = True,
+        namespace: Optional[str] = None,
+        *,
+        serializer: Any = "pickle",
+        mode: int = 0o600,
+        create: Optional[bool] = None,
+    ):
+        self._native = None
+        self._closed_reason: Optional[str] = None
+        self.original_name = name
+        self.namespace = namespace
+        self.name = full_name(name, namespace)
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize <= 0:
+            raise ValueError(f"maxsize must be a positive number of bytes, not {maxsize!r}")
+        self.auto_cleanup = bool(auto_cleanup)
+        self._serializer_spec = serializer
+        self._serializer = get_serializer(serializer)
+        cls = _native.SageQueue
+        try:
+            if create is None:
+                native = cls.open_or_create(self.name, maxsize, mode, self.auto_cleanup)
+            elif create:
+                native = cls.create(self.name, maxsize, mode, self.auto_cleanup)
+            else:
+                native = cls.open(self.name, self.auto_cleanup)
+            self.created = native.created()
+            self.creator_pid = os.getpid() if self.created else native.stats().creator_pid
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+        self.maxsize = native.capacity()
+        self.max_message_size = native.max_message_size()
+        self.path = native.path()
+        self._id = native.raw_id()
+        self._native = native
+        _track(self)
+
+    # ---- plumbing ----
+
+    def _handle(self):
+        native = self._native
+        if native is None:
+            raise QueueClosed(self.name, self._closed_reason or "this handle was closed")
+        return native
+
+    def _reattach_after_fork(self) -> None:
+        """In a forked child: swap the inherited handle (the parent's attachment) for our own.
+
+        The inherited native object is only dropped: its Rust side sees the pid change and
+        leaves the parent's attachment alone."""
+        if self._native is None:
+            return
+        try:
+            native = _native.SageQueue.open(self.name, self.auto_cleanup)
+            self._id = native.raw_id()
+            self._native = native
+        except _NativeError as e:
+            self._native = None
+            self._closed_reason = f"could not re-attach after fork: {from_native(e, self.name)}"
+
+    # ---- put / get ----
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Put one item; wait for room as queue.Queue.put does (raises queue.Full).
+
+        An item whose serialized size exceeds max_message_size raises MessageTooLarge at once.
+        """
+        data = encode(self._serializer, item)
+        wait = _wait_time(block, timeout)
+        self._handle()
+        try:
+            _sliced(_native.raw_put, wait, self._id, data)
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Take one item; wait for one as queue.Queue.get does (raises queue.Empty).
+
+        A message the serializer cannot load raises DeserializationError (with ``.data``);
+        it is consumed, and the queue keeps every other message."""
+        wait = _wait_time(block, timeout)
+        self._handle()
+        try:
+            data = _view_bytes(_sliced(_native.raw_get_view, wait, self._id))
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+        except BaseException:
+            _forget_view()
+            raise
+        return decode(self._serializer, data)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, block=False)
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def put_many(
+        self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None
+    ) -> int:
+        """Put all items, in order, as one native batch; returns how many were put.
+
+        All items are serialized first: if one fails (or can never fit), nothing is put.
+        If the wait ends with only some put, raises BatchFull (a queue.Full) whose ``count``
+        says how many of the first items went in."""
+        payloads = [encode(self._serializer, item) for item in items]
+        total = len(payloads)
+        if total == 0:
+            return 0
+        for p in payloads:
+            if len(p) > self.max_message_size:
+                raise MessageTooLarge(len(p), self.max_message_size)
+        buf = b"".join(b for p in payloads for b in (_FRAME_LEN.pack(len(p)), p))
+        wait = _wait_time(block, timeout)
+        self._handle()
+        step = _SLICE if wait is None else min(wait, _SLICE)
+        deadline = None if wait is None else time.monotonic() + wait
+        done = 0
+        rest = buf
+        while True:
+            try:
+                done += _native.raw_put_batch(self._id, rest, step)
+            except _native.QueueError.Full:
+                pass
+            except _NativeError as e:
+                raise from_native(e, self.name) from None
+            if done >= total:
+                return total
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BatchFull(done, total)
+                step = min(remaining, _SLICE)
+            start = sum(4 + len(p) for p in payloads[:done])
+            rest = buf[start:]
+
+    def get_many(
+        self,
+        max_items: int,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        max_bytes: Optional[int] = None,
+    ) -> List[Any]:
+        """Wait for one item (as get does), then take up to ``max_items`` items whose
+        serialized sizes total at most ``max_bytes`` (always at least one); one native call.
+
+        If some messages cannot be loaded, raises the first DeserializationError after all
+        were taken; its ``items`` lists every result in order, failed ones as their error."""
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        if max_bytes is None:
+            max_bytes = self.maxsize
+        elif max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        wait = _wait_time(block, timeout)
+        self._handle()
+        try:
+            n = _sliced(
+                _native.raw_get_batch_view, wait, self._id, min(max_items, _U32_MAX), max_bytes
+            )
+            buf = _view_bytes(n)
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+        except BaseException:
+            _forget_view()
+            raise
+        results: List[Any] = []
+        first_error: Optional[DeserializationError] = None
+        for data in _split_frames(buf):
+            try:
+                results.append(decode(self._serializer, data))
+            except DeserializationError as err:
+                results.append(err)
+                first_error = first_error or err
+        if first_error is not None:
+            first_error.items = results
+            raise first_error
+        return results
+
+    # ---- state ----
+
+    def qsize(self) -> int:
+        """Messages in the queue now (counted in shared memory, across all processes)."""
+        return self._handle().qsize()
+
+    def empty(self) -> bool:
+        return self._handle().is_empty()
+
+    def full(self) -> bool:
+        """Whether not even an empty message fits now."""
+        return self._handle().is_full()
+
+    @property
+    def closed(self) -> bool:
+        """Whether this handle is closed (the queue itself may live on)."""
+        return self._native is None
+
+    def task_done(self) -> None:
+        """Mark one fetched item as processed (queue.Queue.task_done), for every process."""
+        try:
+            self._handle().task_done(1)
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every item ever put has been marked done; False if ``timeout`` ran out."""
+        wait = _wait_time(True, timeout)
+        native = self._handle()
+        deadline = None if wait is None else time.monotonic() + wait
+        step = _SLICE if wait is None else min(wait, _SLICE)
+        try:
+            while not native.join(step):
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    step = min(remaining, _SLICE)
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+        return True
+
+    def get_stats(self) -> Dict[str, Any]:
+        """Shared statistics: every native field plus the names the C version used
+        (buffer_size, available_read/write, readers, writers, ref_count, total_bytes_*,
+        utilization). Counters count from the last reset_stats()."""
+        try:
+            s = self._handle().stats()
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+        stats = {f: getattr(s, f) for f in _STATS_FIELDS}
+        stats.update(
+            buffer_size=s.capacity,
+            available_read=s.used_bytes,
+            available_write=s.free_bytes,
+            readers=s.attached,
+            writers=s.attached,
+            ref_count=s.attached,
+            total_bytes_written=s.bytes_in,
+            total_bytes_read=s.bytes_out,
+            utilization=s.used_bytes / s.capacity if s.capacity else 0.0,
+            serializer=spec_name(self._serializer),
+        )
+        return stats
+
+    def reset_stats(self) -> None:
+        """Restart the counters of get_stats() (for every process) from zero."""
+        try:
+            self._handle().reset_stats()
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+
+    def get_shared_memory_info(self) -> Dict[str, Any]:
+        """Where and how the queue lives: names, segment path, file size, mode and owner."""
+        info: Dict[str, Any] = {
+            "name": self.name,
+            "original_name": self.original_name,
+            "namespace": self.namespace,
+            "namespaced_name": self.name,
+            "path": self.path,
+            "shm_path": self.path,
+            "queue_dir": os.path.dirname(self.path),
+            "capacity": self.maxsize,
+            "max_message_size": self.max_message_size,
+            "auto_cleanup": self.auto_cleanup,
+            "created": self.created,
+            "creator_pid": self.creator_pid,
+            "serializer": spec_name(self._serializer),
+            "exists": False,
+            "size": None,
+            "mode": None,
+            "owner_uid": None,
+        }
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return info
+        info.update(
+            exists=True, size=st.st_size, mode=stat.S_IMODE(st.st_mode), owner_uid=st.st_uid
+        )
+        return info
+
+    # ---- lifecycle ----
+
+    def close(self) -> None:
+        """Detach this handle (idempotent). Later calls on it raise QueueClosed. The last
+        handle to close removes the queue when auto_cleanup is on."""
+        native = getattr(self, "_native", None)
+        if native is None:
+            return
+        self._native = None
+        native.close()
+
+    def destroy(self) -> None:
+        """Remove the queue now: every attached process sees it closed. Closes this handle."""
+        native = self._native
+        self._native = None
+        if native is None:
+            destroy_queue(self.name)
+            return
+        try:
+            native.unlink()
+        except (_native.QueueError.Closed, _native.QueueError.NotFound):
+            native.close()  # somebody else removed it already
+        except _NativeError as e:
+            native.close()
+            raise from_native(e, self.name) from None
+
+    def get_reference(self) -> SageQueueRef:
+        """A picklable reference; ``ref.get_queue()`` attaches in any local process."""
+        return SageQueueRef(
+            name=self.original_name,
+            maxsize=self.maxsize,
+            auto_cleanup=self.auto_cleanup,
+            creator_pid=self.creator_pid,
+            namespace=self.namespace,
+            serializer=portable_spec(self._serializer_spec),
+            host_id=host_id(),
+        )
+
+    def __reduce__(self):
+        return _attach_reference, (self.get_reference(),)
+
+    def __enter__(self) -> "SageQueue":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        native = getattr(self, "_native", None)
+        state = "closed" if native is None else f"qsize={native.qsize()}"
+        return (
+            f"SageQueue(name={getattr(self, 'name', '?')!r}, "
+            f"maxsize={getattr(self, 'maxsize', '?')}, "
+            f"serializer={spec_name(getattr(self, '_serializer', None))!r}, {state})"
+        )
+
+
+# ---- module functions ----
+
+
+def destroy_queue(name: str, namespace: Optional[str] = None) -> bool:
+    """Remove a queue by name; attached processes see it closed. False if it did not exist."""
+    full = full_name(name, namespace)
+    try:
+        _native.unlink_queue(full)
+    except _NativeError as e:
+        err = from_native(e, full)
+        if isinstance(err, QueueNotFound):
+            return False
+        raise err from None
+    return True
+
+
+def list_all_sage_queues() -> List[Dict[str, Any]]:
+    """Every queue segment of this user in the queue folder, valid or not, as dicts."""
+    try:
+        infos = _native.list_queues()
+    except _NativeError as e:
+        raise from_native(e) from None
+    return [{f: getattr(i, f) for f in _INFO_FIELDS} for i in infos]
+
+
+def cleanup_invalid_queues() -> List[str]:
+    """Remove every queue of this user whose processes have all exited; returns their names."""
+    try:
+        return list(_native.collect_garbage())
+    except _NativeError as e:
+        raise from_native(e) from None
+
+
+def queue_dir() -> str:
+    """The folder queues live in: $SAGE_QUEUE_DIR, else /dev/shm."""
+    return _native.queue_dir()
+
+
+def max_message_size(maxsize: int) -> int:
+    """The largest serialized item a queue created with this maxsize accepts."""
+    return _native.max_message_size(maxsize)
