@@ -204,11 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maxsize", type=int, default=1 << 20, help="queue size in bytes")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this long")
     p.set_defaults(func=cmd_demo)
+
+    # Listed for --help; main() hands everything after "bench" to the benchmark's own parser.
+    sub.add_parser("bench", help="benchmark against multiprocessing.Queue and faster-fifo")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from . import bench
+
+        return bench.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -17,6 +17,7 @@ import ctypes
 import functools
 import multiprocessing.util
 import os
+import queue
 import socket
 import stat
 import struct
@@ -26,6 +27,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
+from . import _fastpath as _fast
 from . import _native
 from .errors import (
     BatchFull,
@@ -99,6 +101,21 @@ def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
     if timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
     return float(timeout)
+
+
+_ZERO_STEP = ctypes.c_double(0.0)
+_SLICE_STEP = ctypes.c_double(_SLICE)
+
+
+def _first_step(block: bool, timeout: Optional[float]):
+    """The wait of a first native attempt, as a c_double: at most one slice."""
+    if not block:
+        return _ZERO_STEP
+    if timeout is None or timeout >= _SLICE:
+        return _SLICE_STEP
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return ctypes.c_double(timeout)
 
 
 def _sliced(call, wait: Optional[float], *args):
@@ -287,6 +304,7 @@ class SageQueue:
         create: Optional[bool] = None,
     ):
         self._native = None
+        self._cid = ctypes.c_uint64(0)  # id 0 names no handle: a call on it raises Closed
         self._closed_reason: Optional[str] = None
         self.original_name = name
         self.namespace = namespace
@@ -312,6 +330,7 @@ class SageQueue:
         self.max_message_size = native.max_message_size()
         self.path = native.path()
         self._id = native.raw_id()
+        self._cid = ctypes.c_uint64(self._id)
         self._native = native
         _track(self)
 
@@ -333,6 +352,7 @@ class SageQueue:
         try:
             native = _native.SageQueue.open(self.name, self.auto_cleanup)
             self._id = native.raw_id()
+            self._cid = ctypes.c_uint64(self._id)
             self._native = native
         except _NativeError as e:
             self._native = None
@@ -346,28 +366,61 @@ class SageQueue:
         An item whose serialized size exceeds max_message_size raises MessageTooLarge at once.
         """
         data = encode(self._serializer, item)
+        if _fast.ENABLED:
+            # One direct native call; it waits at most one slice, so Ctrl-C stays prompt.
+            st, addr = _fast.status()
+            step = _first_step(block, timeout)
+            _fast.put(self._cid, len(data), data, step, addr)
+            if not st.code:
+                return
+            try:
+                _fast.raise_status(st)
+            except _WAIT_ERRORS:
+                if step is _ZERO_STEP or (timeout is not None and timeout <= _SLICE):
+                    raise queue.Full from None
+            except _NativeError as e:
+                raise self._error(e) from None
         wait = _wait_time(block, timeout)
         self._handle()
         try:
-            _sliced(_native.raw_put, wait, self._id, data)
+            _sliced(_fast.raw_put, wait, self._id, data)
         except _NativeError as e:
-            raise from_native(e, self.name) from None
+            raise self._error(e) from None
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Take one item; wait for one as queue.Queue.get does (raises queue.Empty).
 
         A message the serializer cannot load raises DeserializationError (with ``.data``);
         it is consumed, and the queue keeps every other message."""
+        if _fast.ENABLED:
+            st, addr = _fast.status()
+            step = _first_step(block, timeout)
+            n = _fast.get_view(self._cid, step, addr)
+            if not st.code:
+                return decode(self._serializer, _view_bytes(n))
+            try:
+                _fast.raise_status(st)
+            except _WAIT_ERRORS:
+                if step is _ZERO_STEP or (timeout is not None and timeout <= _SLICE):
+                    raise queue.Empty from None
+            except _NativeError as e:
+                raise self._error(e) from None
         wait = _wait_time(block, timeout)
         self._handle()
         try:
-            data = _view_bytes(_sliced(_native.raw_get_view, wait, self._id))
+            data = _view_bytes(_sliced(_fast.raw_get_view, wait, self._id))
         except _NativeError as e:
-            raise from_native(e, self.name) from None
+            raise self._error(e) from None
         except BaseException:
             _forget_view()
             raise
         return decode(self._serializer, data)
+
+    def _error(self, e: Exception) -> Exception:
+        """The Python exception for a native error on this handle."""
+        if self._native is None:
+            return QueueClosed(self.name, self._closed_reason or "this handle was closed")
+        return from_native(e, self.name)
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -399,7 +452,7 @@ class SageQueue:
         rest = buf
         while True:
             try:
-                done += _native.raw_put_batch(self._id, rest, step)
+                done += _fast.raw_put_batch(self._id, rest, step)
             except _native.QueueError.Full:
                 pass
             except _NativeError as e:
@@ -436,7 +489,7 @@ class SageQueue:
         self._handle()
         try:
             n = _sliced(
-                _native.raw_get_batch_view, wait, self._id, min(max_items, _U32_MAX), max_bytes
+                _fast.raw_get_batch_view, wait, self._id, min(max_items, _U32_MAX), max_bytes
             )
             buf = _view_bytes(n)
         except _NativeError as e:

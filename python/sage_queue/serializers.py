@@ -6,6 +6,7 @@ unchanged and come back as ``bytes``). Modules such as ``json`` or ``marshal`` w
 ``dumps`` returning ``str`` is encoded as UTF-8.
 """
 
+import functools
 import importlib
 import pickle
 import types
@@ -23,12 +24,9 @@ class PickleSerializer:
 
     def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL):
         self.protocol = protocol
-
-    def dumps(self, item: Any) -> bytes:
-        return pickle.dumps(item, protocol=self.protocol)
-
-    def loads(self, data: bytes) -> Any:
-        return pickle.loads(data)
+        # C callables, not methods: no Python frame on the message path.
+        self.dumps = functools.partial(pickle.dumps, protocol=protocol)
+        self.loads = pickle.loads
 
     def __repr__(self) -> str:
         return f"PickleSerializer(protocol={self.protocol})"

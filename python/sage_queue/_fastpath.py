@@ -1,0 +1,173 @@
+"""Direct calls to the generated module's ``raw_*`` entry points, for the message hot path.
+
+A call through the generated Python wrapper costs several microseconds (argument checks, a
+lowered ForeignBytes structure, a fresh call status); a ctypes call to the same exported
+function costs a fraction of that. This module binds the four message functions of
+``sage_queue.udl`` to new ctypes function objects over the SAME library symbols, with
+argument lists that are ABI-identical to the generated ones on x86-64 and aarch64 Linux: a
+``ForeignBytes {int32 len; uint8_t *data}`` passed by value travels in two integer registers,
+exactly like separate ``len`` and ``data`` arguments. Errors are lifted by the generated error
+converter, so they are the generated exception classes.
+
+``pinned()`` compares what this module assumes with the generated module and returns the
+differences; when there is any (a UniFFI upgrade changed the generated code), ``ENABLED`` is
+False and the shim falls back to the generated functions. A test asserts ``pinned() == []``
+so an upgrade fails loudly in CI instead of misbehaving.
+"""
+
+import ctypes
+import platform
+import sys
+import threading
+
+from ._native import sage_queue as _gen
+
+_u64, _u32, _i64, _f64 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int64, ctypes.c_double
+_STATUS = _gen._UniffiRustCallStatus
+_STATUS_PTR = ctypes.POINTER(_STATUS)
+_FB = _gen._UniffiForeignBytes
+
+# Symbol -> (generated argtypes, generated restype, our argtypes, our restype).
+_SIGNATURES = {
+    "uniffi_sage_queue_fn_func_raw_put": (
+        (_u64, _FB, _f64, _STATUS_PTR), None,
+        (_u64, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), None,
+    ),
+    "uniffi_sage_queue_fn_func_raw_put_batch": (
+        (_u64, _FB, _f64, _STATUS_PTR), _u32,
+        (_u64, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), _u32,
+    ),
+    "uniffi_sage_queue_fn_func_raw_get_view": (
+        (_u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _f64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_raw_get_batch_view": (
+        (_u64, _u32, _u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _u32, _u64, _f64, ctypes.c_void_p), _u64,
+    ),
+}  # fmt: skip
+
+_LAYOUTS = {
+    _FB: [("len", ctypes.c_int32), ("data", ctypes.POINTER(ctypes.c_char))],
+    _gen._UniffiRustBuffer: [
+        ("capacity", ctypes.c_uint64),
+        ("len", ctypes.c_uint64),
+        ("data", ctypes.POINTER(ctypes.c_char)),
+    ],
+    _STATUS: [("code", ctypes.c_int8), ("error_buf", _gen._UniffiRustBuffer)],
+}
+
+
+def pinned() -> list:
+    """Differences between what this module assumes and the generated module (empty: none)."""
+    problems = []
+    if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64")):
+        problems.append(f"ABI not checked on {sys.platform}/{platform.machine()}")
+    for struct, fields in _LAYOUTS.items():
+        if list(struct._fields_) != fields:
+            problems.append(f"{struct.__name__} fields are {struct._fields_}")
+    for name, (args, res, _, _) in _SIGNATURES.items():
+        fn = getattr(_gen._UniffiLib, name, None)
+        if fn is None:
+            problems.append(f"{name} is not in the generated module")
+        elif tuple(fn.argtypes) != args or fn.restype is not res:
+            problems.append(f"{name} is {fn.argtypes} -> {fn.restype}")
+    for helper in ("_uniffi_check_call_status", "_UniffiFfiConverterTypeQueueError"):
+        if not hasattr(_gen, helper):
+            problems.append(f"{helper} is not in the generated module")
+    return problems
+
+
+ENABLED = not pinned()
+
+
+def _bind(name):
+    """A new function object for the symbol (the generated one stays untouched), called with
+    ctypes values built once (c_uint64 id, c_double timeout, c_void_p status): with no
+    argtypes, ctypes passes them as they are, a Python int as a C int (the ForeignBytes
+    length is an int32) and bytes as a pointer to their buffer, which costs much less than
+    converting every argument on every call."""
+    fn = _gen._UniffiLib[name]
+    fn.argtypes = None
+    fn.restype = _SIGNATURES[name][3]
+    return fn
+
+
+_tls = threading.local()
+
+
+def status():
+    """This thread's reusable call status and a c_void_p of its address."""
+    try:
+        return _tls.status, _tls.address
+    except AttributeError:
+        st = _tls.status = _STATUS()
+        _tls.address = ctypes.c_void_p(ctypes.addressof(st))
+        return st, _tls.address
+
+
+def raise_status(st) -> None:
+    """Raise the error a failed call left in `st` (a generated QueueError), and reset it."""
+    try:
+        _gen._uniffi_check_call_status(_gen._UniffiFfiConverterTypeQueueError, st)
+    finally:
+        st.code = 0
+
+
+def seconds(timeout: float):
+    """A timeout as the c_double the entry points take."""
+    return _ZERO if timeout == 0.0 else ctypes.c_double(timeout)
+
+
+_ZERO = ctypes.c_double(0.0)
+
+if ENABLED:
+    # put(id, len, data, timeout, status); put_batch(id, len, frames, timeout, status) -> u32;
+    # get_view(id, timeout, status) -> u64; get_batch_view(id, items, bytes, timeout, status).
+    put = _bind("uniffi_sage_queue_fn_func_raw_put")
+    put_batch = _bind("uniffi_sage_queue_fn_func_raw_put_batch")
+    get_view = _bind("uniffi_sage_queue_fn_func_raw_get_view")
+    get_batch_view = _bind("uniffi_sage_queue_fn_func_raw_get_batch_view")
+
+
+def raw_put(qid: int, data: bytes, timeout: float) -> None:
+    """The generated raw_put's signature and behaviour, over the direct entry point."""
+    if not ENABLED:
+        return _gen.raw_put(qid, data, timeout)
+    st, addr = status()
+    put(ctypes.c_uint64(qid), len(data), data, seconds(timeout), addr)
+    if st.code:
+        raise_status(st)
+
+
+def raw_put_batch(qid: int, frames: bytes, timeout: float) -> int:
+    if not ENABLED:
+        return _gen.raw_put_batch(qid, frames, timeout)
+    st, addr = status()
+    n = put_batch(ctypes.c_uint64(qid), len(frames), frames, seconds(timeout), addr)
+    if st.code:
+        raise_status(st)
+    return n
+
+
+def raw_get_view(qid: int, timeout: float) -> int:
+    if not ENABLED:
+        return _gen.raw_get_view(qid, timeout)
+    st, addr = status()
+    n = get_view(ctypes.c_uint64(qid), seconds(timeout), addr)
+    if st.code:
+        raise_status(st)
+    return n
+
+
+def raw_get_batch_view(qid: int, max_items: int, max_bytes: int, timeout: float) -> int:
+    if not ENABLED:
+        return _gen.raw_get_batch_view(qid, max_items, max_bytes, timeout)
+    st, addr = status()
+    n = get_batch_view(
+        ctypes.c_uint64(qid), ctypes.c_uint32(max_items), ctypes.c_uint64(max_bytes),
+        seconds(timeout), addr,
+    )  # fmt: skip
+    if st.code:
+        raise_status(st)
+    return n

@@ -1,0 +1,50 @@
+"""The hot path binds the generated module's raw_* entry points with its own ctypes argument
+lists; these tests pin that to the generated code, so a UniFFI upgrade that changes it fails
+here loudly instead of misbehaving."""
+
+import queue
+
+import pytest
+from sage_queue import SageQueue, _fastpath
+from sage_queue._native import sage_queue as gen
+
+
+def test_pinned_to_generated_code():
+    assert _fastpath.pinned() == []
+    assert _fastpath.ENABLED
+
+
+def test_fast_and_generated_calls_agree(make_queue):
+    q = make_queue(maxsize=1 << 16, serializer="raw")
+    qid = q._id
+    payloads = [b"", b"\0", b"a\0b\0", bytes(range(256)) * 10]
+    for p in payloads:
+        _fastpath.raw_put(qid, p, 0.0)
+    for p in payloads:
+        assert q.get_nowait() == p
+    for p in payloads:
+        gen.raw_put(qid, p, 0.0)
+    for p in payloads:
+        assert q.get_nowait() == p
+
+
+def test_fast_errors_are_generated_exceptions(make_queue):
+    q = make_queue(maxsize=4096, serializer="raw")
+    with pytest.raises(gen.QueueError.Empty):
+        _fastpath.raw_get_view(q._id, 0.0)
+    with pytest.raises(gen.QueueError.TooLarge):
+        _fastpath.raw_put(q._id, b"x" * 5000, 0.0)
+    # The status was reset: the next call succeeds.
+    _fastpath.raw_put(q._id, b"ok", 0.0)
+    assert q.get_nowait() == b"ok"
+    with pytest.raises(gen.QueueError.Closed):
+        _fastpath.raw_put(2**63, b"x", 0.0)
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+
+
+def test_batches_through_fast_path(make_queue):
+    q = make_queue(maxsize=1 << 16)
+    q.put_many(list(range(100)))
+    assert q.get_many(1000) == list(range(100))
+    assert isinstance(q, SageQueue)
