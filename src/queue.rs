@@ -9,7 +9,7 @@ use crate::attach;
 use crate::error::{QueueError, Result};
 use crate::layout::{self, span, WakeLine};
 use crate::name;
-use crate::ring::{Cache, Me, Ring};
+use crate::ring::{Cache, Me, Msg, Ring};
 use crate::segment::{self, Segment};
 use crate::wait::{self, Deadline};
 
@@ -240,20 +240,26 @@ impl SageQueue {
     // ---- messages ----
 
     pub fn put(&self, data: &[u8], timeout: Timeout) -> Result<()> {
-        self.check_size(data.len())?;
+        self.put_pair(data, &[], timeout)
+    }
+
+    /// Put one message made of `head` followed by `body`.
+    pub fn put_pair(&self, head: &[u8], body: &[u8], timeout: Timeout) -> Result<()> {
+        let msg = Msg(head, body);
+        self.check_size(msg.len() as usize)?;
         let h = self.seg.header();
-        let need = span(data.len() as u64);
+        let need = span(msg.len());
         self.blocking(
             Deadline::from_secs(timeout),
             &h.space_wake,
             &h.prod.waits_full,
             QueueError::Full,
             |ring, cache| {
-                if ring.try_put(cache, &[data]) == 1 {
+                if ring.try_put(cache, &[msg]) == 1 {
                     return Ok(Some(()));
                 }
                 ring.release();
-                Ok((ring.try_put(cache, &[data]) == 1).then_some(()))
+                Ok((ring.try_put(cache, &[msg]) == 1).then_some(()))
             },
             |ring| ring.has_space(need),
         )
@@ -284,15 +290,18 @@ impl SageQueue {
     }
 
     pub fn put_batch(&self, frames: &[u8], timeout: Timeout) -> Result<u32> {
-        let msgs = parse_frames(frames)?;
+        let msgs: Vec<Msg> = parse_frames(frames)?
+            .into_iter()
+            .map(|f| Msg(f, &[]))
+            .collect();
         for m in &msgs {
-            self.check_size(m.len())?;
+            self.check_size(m.len() as usize)?;
         }
         let h = self.seg.header();
         let deadline = Deadline::from_secs(timeout);
         let mut done = 0usize;
         while done < msgs.len() {
-            let need = span(msgs[done].len() as u64);
+            let need = span(msgs[done].len());
             let res = self.blocking(
                 deadline,
                 &h.space_wake,

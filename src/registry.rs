@@ -33,7 +33,9 @@ fn slot(id: u64, create: bool) -> Option<&'static AtomicPtr<SageQueue>> {
         if !create {
             return None;
         }
-        let fresh = Box::into_raw(Box::new([const { AtomicPtr::new(std::ptr::null_mut()) }; CHUNK]));
+        let fresh = Box::into_raw(Box::new(
+            [const { AtomicPtr::new(std::ptr::null_mut()) }; CHUNK],
+        ));
         chunk = match cell.compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire) {
             Ok(_) => fresh,
             Err(winner) => {
@@ -79,6 +81,10 @@ pub fn lookup(id: u64) -> Result<Arc<SageQueue>> {
 }
 pub fn raw_put(id: u64, data: &[u8], timeout: f64) -> Result<()> {
     lookup(id)?.put(data, timeout)
+}
+
+pub fn raw_put_pair(id: u64, head: &[u8], body: &[u8], timeout: f64) -> Result<()> {
+    lookup(id)?.put_pair(head, body, timeout)
 }
 
 pub fn raw_get(id: u64, timeout: f64) -> Result<Vec<u8>> {

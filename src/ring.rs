@@ -24,6 +24,21 @@ use crate::layout::*;
 use crate::segment::Segment;
 use crate::wait;
 
+/// One message to put: the concatenation of two byte slices (the second is often empty), so
+/// a caller can add a small header to a large body without copying the body first.
+#[derive(Clone, Copy)]
+pub struct Msg<'m>(pub &'m [u8], pub &'m [u8]);
+
+impl Msg<'_> {
+    pub fn len(&self) -> u64 {
+        (self.0.len() + self.1.len()) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// This handle's identity in the segment.
 #[derive(Clone, Copy)]
 pub struct Me {
@@ -93,14 +108,18 @@ impl<'a> Ring<'a> {
         unsafe { &*(self.data.add((pos & self.mask) as usize) as *const AtomicU64) }
     }
 
-    /// Copy `src` into the payload of the record at `pos`.
-    fn write_payload(&self, pos: u64, src: &[u8]) {
+    /// Copy `msg` (its parts one after the other) into the payload of the record at `pos`.
+    fn write_payload(&self, pos: u64, msg: &Msg) {
         let idx = ((pos & self.mask) + RECORD_HEADER) as usize;
-        debug_assert!(idx as u64 + src.len() as u64 <= self.cap);
+        debug_assert!(idx as u64 + msg.len() <= self.cap);
         // SAFETY: the caller claimed [pos, pos + span(len)) which lies within one lap
         // (claims never cross the ring's end), so the destination is inside the ring; no other
         // process reads or writes these bytes until the record is COMMITTED.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(idx), src.len()) }
+        unsafe {
+            let dst = self.data.add(idx);
+            std::ptr::copy_nonoverlapping(msg.0.as_ptr(), dst, msg.0.len());
+            std::ptr::copy_nonoverlapping(msg.1.as_ptr(), dst.add(msg.0.len()), msg.1.len());
+        }
     }
 
     /// Append the payload of the record at `pos` (of `len` bytes) to `out`.
@@ -210,11 +229,11 @@ impl<'a> Ring<'a> {
     }
 
     /// Put a prefix of `msgs` that fits now; returns how many were put (0: no space).
-    pub fn try_put(&self, cache: &mut Cache, msgs: &[&[u8]]) -> usize {
+    pub fn try_put(&self, cache: &mut Cache, msgs: &[Msg]) -> usize {
         let mut spans_buf = [0u64; 64];
         let n = msgs.len().min(spans_buf.len());
         for (s, m) in spans_buf.iter_mut().zip(msgs) {
-            *s = span(m.len() as u64);
+            *s = span(m.len());
         }
         let Claim::Got { pos, count } = self.claim(cache, &spans_buf[..n]) else {
             return 0;
@@ -223,8 +242,8 @@ impl<'a> Ring<'a> {
         // Headers first, so a crash mid-copy leaves records whose length recovery can read.
         let mut p = pos;
         for m in msgs {
-            self.hword(p).store(word(m.len() as u64, WRITING), Relaxed);
-            p += span(m.len() as u64);
+            self.hword(p).store(word(m.len(), WRITING), Relaxed);
+            p += span(m.len());
         }
         fence(Release);
         crate::fault::hook(crate::fault::Step::Written);
@@ -232,14 +251,13 @@ impl<'a> Ring<'a> {
         let mut bytes = 0;
         for m in msgs {
             self.write_payload(p, m);
-            p += span(m.len() as u64);
-            bytes += m.len() as u64;
+            p += span(m.len());
+            bytes += m.len();
         }
         let mut p = pos;
         for m in msgs {
-            self.hword(p)
-                .store(word(m.len() as u64, COMMITTED), Release);
-            p += span(m.len() as u64);
+            self.hword(p).store(word(m.len(), COMMITTED), Release);
+            p += span(m.len());
         }
         self.my_slot().claim_start.store(NONE, Release);
         self.hdr.prod.msgs_in.fetch_add(count as u64, Relaxed);

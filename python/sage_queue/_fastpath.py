@@ -33,6 +33,10 @@ _SIGNATURES = {
         (_u64, _FB, _f64, _STATUS_PTR), None,
         (_u64, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), None,
     ),
+    "uniffi_sage_queue_fn_func_raw_put_pair": (
+        (_u64, _FB, _FB, _f64, _STATUS_PTR), None,
+        (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), None,
+    ),
     "uniffi_sage_queue_fn_func_raw_put_batch": (
         (_u64, _FB, _f64, _STATUS_PTR), _u32,
         (_u64, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), _u32,
@@ -122,9 +126,11 @@ def seconds(timeout: float):
 _ZERO = ctypes.c_double(0.0)
 
 if ENABLED:
-    # put(id, len, data, timeout, status); put_batch(id, len, frames, timeout, status) -> u32;
+    # put(id, len, data, timeout, status); put_pair(id, len, head, len, body, timeout, status);
+    # put_batch(id, len, frames, timeout, status) -> u32;
     # get_view(id, timeout, status) -> u64; get_batch_view(id, items, bytes, timeout, status).
     put = _bind("uniffi_sage_queue_fn_func_raw_put")
+    put_pair = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
     put_batch = _bind("uniffi_sage_queue_fn_func_raw_put_batch")
     get_view = _bind("uniffi_sage_queue_fn_func_raw_get_view")
     get_batch_view = _bind("uniffi_sage_queue_fn_func_raw_get_batch_view")
@@ -136,6 +142,15 @@ def raw_put(qid: int, data: bytes, timeout: float) -> None:
         return _gen.raw_put(qid, data, timeout)
     st, addr = status()
     put(ctypes.c_uint64(qid), len(data), data, seconds(timeout), addr)
+    if st.code:
+        raise_status(st)
+
+
+def raw_put_pair(qid: int, head: bytes, body: bytes, timeout: float) -> None:
+    if not ENABLED:
+        return _gen.raw_put_pair(qid, head, body, timeout)
+    st, addr = status()
+    put_pair(ctypes.c_uint64(qid), len(head), head, len(body), body, seconds(timeout), addr)
     if st.code:
         raise_status(st)
 

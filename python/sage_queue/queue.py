@@ -38,6 +38,7 @@ from .errors import (
     from_native,
 )
 from .serializers import (
+    PickleSerializer,
     decode,
     encode,
     from_portable_spec,
@@ -103,6 +104,10 @@ def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
     return float(timeout)
 
 
+# The first byte of a message that carries a bytes item as it is (pickle streams start 0x80).
+_BYTES_TAG = b"\x00"
+# From this size on, a message's tag is read in place before the message is copied out.
+_LARGE = 64 * 1024
 _ZERO_STEP = ctypes.c_double(0.0)
 _SLICE_STEP = ctypes.c_double(_SLICE)
 
@@ -137,13 +142,18 @@ def _sliced(call, wait: Optional[float], *args):
 _view = threading.local()  # this thread's native copy-out buffer: address and capacity
 
 
-def _view_bytes(n: int) -> bytes:
-    """The first ``n`` bytes of this thread's view buffer, just filled by a raw_*_view call."""
+def _view_address(n: int) -> int:
+    """The address of this thread's view buffer, just filled with ``n`` bytes."""
     addr = getattr(_view, "address", None)
     if addr is None or n > _view.capacity:  # the buffer moves only when it grows
         addr = _view.address = _native.raw_view_address()
         _view.capacity = _native.raw_view_capacity()
-    return ctypes.string_at(addr, n)
+    return addr
+
+
+def _view_bytes(n: int) -> bytes:
+    """The first ``n`` bytes of this thread's view buffer, just filled by a raw_*_view call."""
+    return ctypes.string_at(_view_address(n), n)
 
 
 def _forget_view() -> None:
@@ -314,6 +324,8 @@ class SageQueue:
         self.auto_cleanup = bool(auto_cleanup)
         self._serializer_spec = serializer
         self._serializer = get_serializer(serializer)
+        # Built-in pickle: bytes items skip pickling (a pickle never starts with this tag).
+        self._tag_bytes = isinstance(self._serializer, PickleSerializer)
         cls = _native.SageQueue
         try:
             if create is None:
@@ -364,13 +376,21 @@ class SageQueue:
         """Put one item; wait for room as queue.Queue.put does (raises queue.Full).
 
         An item whose serialized size exceeds max_message_size raises MessageTooLarge at once.
+        With the pickle serializer a ``bytes`` item is not pickled: it travels as a one-byte
+        tag plus its own bytes, without being copied first.
         """
-        data = encode(self._serializer, item)
+        if self._tag_bytes and type(item) is bytes:
+            head, data = _BYTES_TAG, item
+        else:
+            head, data = b"", encode(self._serializer, item)
         if _fast.ENABLED:
             # One direct native call; it waits at most one slice, so Ctrl-C stays prompt.
             st, addr = _fast.status()
             step = _first_step(block, timeout)
-            _fast.put(self._cid, len(data), data, step, addr)
+            if head:
+                _fast.put_pair(self._cid, 1, head, len(data), data, step, addr)
+            else:
+                _fast.put(self._cid, len(data), data, step, addr)
             if not st.code:
                 return
             try:
@@ -383,7 +403,10 @@ class SageQueue:
         wait = _wait_time(block, timeout)
         self._handle()
         try:
-            _sliced(_fast.raw_put, wait, self._id, data)
+            if head:
+                _sliced(_fast.raw_put_pair, wait, self._id, head, data)
+            else:
+                _sliced(_fast.raw_put, wait, self._id, data)
         except _NativeError as e:
             raise self._error(e) from None
 
@@ -397,7 +420,7 @@ class SageQueue:
             step = _first_step(block, timeout)
             n = _fast.get_view(self._cid, step, addr)
             if not st.code:
-                return decode(self._serializer, _view_bytes(n))
+                return self._decode_view(n)
             try:
                 _fast.raise_status(st)
             except _WAIT_ERRORS:
@@ -408,12 +431,27 @@ class SageQueue:
         wait = _wait_time(block, timeout)
         self._handle()
         try:
-            data = _view_bytes(_sliced(_fast.raw_get_view, wait, self._id))
+            n = _sliced(_fast.raw_get_view, wait, self._id)
         except _NativeError as e:
             raise self._error(e) from None
         except BaseException:
             _forget_view()
             raise
+        return self._decode_view(n)
+
+    def _decode_view(self, n: int) -> Any:
+        """Load the message of ``n`` bytes just copied into this thread's view buffer."""
+        if self._tag_bytes and n >= _LARGE:
+            # Look at the tag before copying, so a large bytes item is copied out once.
+            addr = _view_address(n)
+            if ctypes.c_char.from_address(addr).value == _BYTES_TAG:
+                return ctypes.string_at(addr + 1, n - 1)
+            return decode(self._serializer, ctypes.string_at(addr, n))
+        return self._decode(_view_bytes(n))
+
+    def _decode(self, data: bytes) -> Any:
+        if self._tag_bytes and data[:1] == _BYTES_TAG:
+            return data[1:]
         return decode(self._serializer, data)
 
     def _error(self, e: Exception) -> Exception:
@@ -501,7 +539,7 @@ class SageQueue:
         first_error: Optional[DeserializationError] = None
         for data in _split_frames(buf):
             try:
-                results.append(decode(self._serializer, data))
+                results.append(self._decode(data))
             except DeserializationError as err:
                 results.append(err)
                 first_error = first_error or err

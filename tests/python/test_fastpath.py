@@ -48,3 +48,25 @@ def test_batches_through_fast_path(make_queue):
     q.put_many(list(range(100)))
     assert q.get_many(1000) == list(range(100))
     assert isinstance(q, SageQueue)
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 64 * 1024 - 1, 64 * 1024, 1 << 20])
+def test_bytes_items_skip_pickle_and_keep_their_type(make_queue, size):
+    q = make_queue(maxsize=4 << 20)
+    for item in (b"\x00" * size, b"\x80" * size, bytes(range(256)) * (size // 256)):
+        q.put(item)
+        got = q.get(timeout=5)
+        assert type(got) is bytes and got == item
+    # Other bytes-like types still go through pickle and keep their type.
+    q.put(bytearray(b"ab"))
+    got = q.get(timeout=5)
+    assert type(got) is bytearray and got == bytearray(b"ab")
+    q.put_many([b"\x00", b"x" * size, "s"])
+    assert q.get_many(10, timeout=5) == [b"\x00", b"x" * size, "s"]
+
+
+def test_tagged_bytes_readable_by_a_raw_reader(make_queue):
+    q = make_queue(maxsize=1 << 16)
+    raw = make_queue(name=q.name, serializer="raw")
+    q.put(b"payload")
+    assert raw.get(timeout=5) == b"\x00payload"
