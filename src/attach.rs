@@ -41,8 +41,10 @@ fn set_lock(file: &File, kind: i32, start: u64, len: u64) -> io::Result<bool> {
     }
 }
 
-/// The first lock held by another open file description in `[start, start+len)`, as its start.
-fn first_foreign_lock(file: &File, start: u64, len: u64) -> io::Result<Option<u64>> {
+/// A lock held by another open file description in `[start, start+len)`, as `(start, end)`.
+/// F_OFD_GETLK reports *some* conflicting lock (the first in the kernel's list, which is in
+/// order of locking), not necessarily the one with the lowest offset.
+fn foreign_lock(file: &File, start: u64, len: u64) -> io::Result<Option<(u64, u64)>> {
     let mut fl = flock(libc::F_WRLCK, start, len);
     // SAFETY: fd is open; `fl` is a valid, writable flock for F_OFD_GETLK.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
@@ -50,10 +52,16 @@ fn first_foreign_lock(file: &File, start: u64, len: u64) -> io::Result<Option<u6
         return Err(io::Error::last_os_error());
     }
     if fl.l_type == libc::F_UNLCK as libc::c_short {
-        Ok(None)
-    } else {
-        Ok(Some(fl.l_start as u64))
+        return Ok(None);
     }
+    let at = fl.l_start as u64;
+    // l_len 0 means "to the end of the file".
+    let end = if fl.l_len == 0 {
+        u64::MAX
+    } else {
+        at + fl.l_len as u64
+    };
+    Ok(Some((at, end)))
 }
 
 /// Take a free slot (one whose lock nobody holds), stamp it, and return its index and generation.
@@ -96,20 +104,24 @@ pub fn detach(file: &File, slots: &[Slot], slot: u32) {
 /// Whether another open file description holds slot `i`'s lock.
 pub fn held_by_other(file: &File, i: u32) -> bool {
     // An error probing is treated as "alive": waiting is always safe, recovering is not.
-    first_foreign_lock(file, i as u64, 1).map_or(true, |l| l.is_some())
+    foreign_lock(file, i as u64, 1).map_or(true, |l| l.is_some())
 }
 
 /// Number of slots held by other open file descriptions.
+///
+/// A probe finds one lock anywhere in its range, so the parts of the range on either side of
+/// it are probed again (2n+1 probes for n locks).
 pub fn count_others(file: &File) -> u32 {
     let mut n = 0;
-    let mut start = 0u64;
-    while start < SLOT_COUNT as u64 {
-        match first_foreign_lock(file, start, SLOT_COUNT as u64 - start) {
-            Ok(Some(at)) => {
-                n += 1;
-                start = at + 1;
-            }
-            _ => break,
+    let mut todo = vec![(0u64, SLOT_COUNT as u64)];
+    while let Some((start, end)) = todo.pop() {
+        if start >= end {
+            continue;
+        }
+        if let Ok(Some((at, until))) = foreign_lock(file, start, end - start) {
+            n += 1;
+            todo.push((start, at.max(start)));
+            todo.push((until.min(end), end));
         }
     }
     n

@@ -176,7 +176,10 @@ fn batch_larger_than_ring_goes_in_parts() {
     let t = Instant::now();
     let n = q.put_batch(&frames(&msgs), 0.2).unwrap();
     assert!(n > 0 && n < 500, "{n}");
-    assert!(t.elapsed() < Duration::from_secs(3), "the timeout bounds the whole batch");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the timeout bounds the whole batch"
+    );
     assert_eq!(q.qsize(), n as u64);
 }
 
@@ -462,13 +465,39 @@ fn raw_functions_by_id() {
     assert!(raw_view_capacity() as usize >= n);
     let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
     assert_eq!(view, &big[..]);
-    assert_eq!(raw_put_batch(id, &frames(&[b"x".to_vec(), b"yz".to_vec()]), 0.0).unwrap(), 2);
+    assert_eq!(
+        raw_put_batch(id, &frames(&[b"x".to_vec(), b"yz".to_vec()]), 0.0).unwrap(),
+        2
+    );
     let n = raw_get_batch_view(id, 10, u64::MAX, 0.0).unwrap() as usize;
     let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
     assert_eq!(parse_frames(view).unwrap(), vec![&b"x"[..], &b"yz"[..]]);
     // A closed or unknown id is Closed, never someone else's queue.
     q.close();
-    assert!(matches!(raw_put(id, b"x", 0.0), Err(QueueError::Closed { .. })));
-    assert!(matches!(raw_get(u64::MAX, 0.0), Err(QueueError::Closed { .. })));
+    assert!(matches!(
+        raw_put(id, b"x", 0.0),
+        Err(QueueError::Closed { .. })
+    ));
+    assert!(matches!(
+        raw_get(u64::MAX, 0.0),
+        Err(QueueError::Closed { .. })
+    ));
     assert!(matches!(raw_get(0, 0.0), Err(QueueError::Closed { .. })));
+}
+
+#[test]
+fn attached_count_is_exact_whatever_the_lock_order() {
+    // Slots are taken in offset order, but the kernel lists locks in the order they were
+    // taken: a handle that re-fills a hole must still be counted.
+    let name = unique("count");
+    let a = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let b = SageQueue::open(&name, true).unwrap();
+    let c = SageQueue::open(&name, true).unwrap();
+    drop(b);
+    let d = SageQueue::open(&name, true).unwrap();
+    for q in [&a, &c, &d] {
+        assert_eq!(q.stats().unwrap().attached, 3);
+    }
+    let info = list_queues().unwrap();
+    assert_eq!(info.iter().find(|i| i.name == name).unwrap().attached, 3);
 }
