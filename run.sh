@@ -40,9 +40,12 @@ test_all() {
     cargo test --features fault-injection --test faults
     rm -rf /dev/shm/sq-rust-tests-*
     step "Python: lint"
-    "$PY" -m ruff check python tests
+    "$PY" -m ruff check python tests examples bench
     step "Python: tests (against the installed wheel)"
     "$PY" -m pytest tests/python -q
+    step "Ray: actors and pipelines over SageQueues (a local Ray instance)"
+    "$PY" -m pip install -q "ray>=2.9"
+    "$PY" -m pytest tests/ray -q
 }
 
 case "${1:-}" in

@@ -77,6 +77,34 @@ class QueueNotFound(SageQueueError, _OSErrorMessage, FileNotFoundError):
         self.name = name
 
 
+class QueueNotLocal(SageQueueError, RuntimeError):
+    """A reference to a queue whose shared memory is on another machine (or on this machine
+    before it rebooted): it cannot be attached from here."""
+
+    _fields = ("name", "owner_host", "this_host")
+
+    def __init__(self, name: str, owner_host: str, this_host: str):
+        if owner_host.rsplit("/", 1)[0] == this_host.rsplit("/", 1)[0]:
+            where = (
+                f"was made before this machine last booted (reference {owner_host!r}, now "
+                f"{this_host!r})"
+            )
+        else:
+            where = (
+                f"lives in the shared memory of host {owner_host!r}, not of this one "
+                f"({this_host!r})"
+            )
+        super().__init__(
+            f"queue {name!r} is node-local and {where}; only processes on the machine that "
+            "created it can attach. With Ray, keep every actor and task that uses the queue "
+            "on its node: actor_cls.options(**sage_queue.ray.colocate(queue)), or "
+            "scheduling_strategy=sage_queue.ray.node_affinity(queue)"
+        )
+        self.name = name
+        self.owner_host = owner_host
+        self.this_host = this_host
+
+
 class QueueExists(SageQueueError, _OSErrorMessage, FileExistsError):
     """A queue of that name already exists and create=True was asked."""
 

@@ -35,6 +35,7 @@ from .errors import (
     MessageTooLarge,
     QueueClosed,
     QueueNotFound,
+    QueueNotLocal,
     from_native,
 )
 from .serializers import (
@@ -263,10 +264,7 @@ class SageQueueRef:
     def get_queue(self, serializer: Any = None) -> "SageQueue":
         """Attach to the queue (it must exist). ``serializer`` overrides the reference's."""
         if not self.is_local():
-            raise RuntimeError(
-                f"queue {self.full_name!r} lives on host {self.host_id!r}, not on this one "
-                f"({host_id()!r}); sage-queue connects processes of one machine"
-            )
+            raise QueueNotLocal(self.full_name, self.host_id, host_id())
         if serializer is None:
             if self.serializer is None:
                 raise ValueError(
