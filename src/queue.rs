@@ -294,7 +294,18 @@ impl SageQueue {
             .into_iter()
             .map(|f| Msg(f, &[]))
             .collect();
-        for m in &msgs {
+        self.put_msgs(&msgs, timeout)
+    }
+
+    /// `put_batch` in the table layout: u32 little-endian `lengths`, concatenated `payloads`.
+    pub fn put_many(&self, lengths: &[u8], payloads: &[u8], timeout: Timeout) -> Result<u32> {
+        let msgs = parse_table(lengths, payloads)?;
+        self.put_msgs(&msgs, timeout)
+    }
+
+    /// Put `msgs` in order; when the deadline ends part way, the count put so far.
+    fn put_msgs(&self, msgs: &[Msg], timeout: Timeout) -> Result<u32> {
+        for m in msgs {
             self.check_size(m.len() as usize)?;
         }
         let h = self.seg.header();
@@ -324,6 +335,42 @@ impl SageQueue {
             }
         }
         Ok(done as u32)
+    }
+
+    /// `get_batch` in the table layout, appended to `out`: the payloads, then their u32
+    /// little-endian lengths, then the u32 count.
+    pub fn get_many_into(
+        &self,
+        out: &mut Vec<u8>,
+        max_items: u32,
+        max_bytes: u64,
+        timeout: Timeout,
+    ) -> Result<()> {
+        if max_items == 0 {
+            return Err(QueueError::invalid("max_items must be at least 1"));
+        }
+        let h = self.seg.header();
+        let mut lens: Vec<u32> = Vec::new();
+        self.blocking(
+            Deadline::from_secs(timeout),
+            &h.data_wake,
+            &h.cons.waits_empty,
+            QueueError::Empty,
+            |ring, cache| {
+                let n =
+                    ring.try_get(cache, max_items as usize, max_bytes, &mut |r, pos, len| {
+                        lens.push(len as u32);
+                        r.copy_out(pos, len, out)
+                    })?;
+                Ok((n > 0).then_some(()))
+            },
+            |ring| ring.head_ready(),
+        )?;
+        for l in &lens {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        out.extend_from_slice(&(lens.len() as u32).to_le_bytes());
+        Ok(())
     }
 
     pub fn get_batch(&self, max_items: u32, max_bytes: u64, timeout: Timeout) -> Result<Vec<u8>> {
@@ -606,6 +653,37 @@ pub fn parse_frames(buf: &[u8]) -> Result<Vec<&[u8]>> {
         }
         out.push(&rest[4..4 + len]);
         rest = &rest[4 + len..];
+    }
+    Ok(out)
+}
+
+/// Split a table-layout batch (u32 little-endian lengths, concatenated payloads), rejecting
+/// it whole if the lengths do not add up to the payloads.
+pub fn parse_table<'a>(lengths: &[u8], payloads: &'a [u8]) -> Result<Vec<Msg<'a>>> {
+    if lengths.len() % 4 != 0 {
+        return Err(QueueError::invalid(format!(
+            "the lengths buffer has {} bytes, not a multiple of 4",
+            lengths.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(lengths.len() / 4);
+    let mut rest = payloads;
+    for (i, l) in lengths.chunks_exact(4).enumerate() {
+        let n = u32::from_le_bytes(l.try_into().unwrap()) as usize;
+        if n > rest.len() {
+            return Err(QueueError::invalid(format!(
+                "item {i} says {n} bytes but only {} remain",
+                rest.len()
+            )));
+        }
+        out.push(Msg(&rest[..n], &[]));
+        rest = &rest[n..];
+    }
+    if !rest.is_empty() {
+        return Err(QueueError::invalid(format!(
+            "{} payload bytes are not covered by the lengths",
+            rest.len()
+        )));
     }
     Ok(out)
 }

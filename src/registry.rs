@@ -95,6 +95,10 @@ pub fn raw_put_batch(id: u64, frames: &[u8], timeout: f64) -> Result<u32> {
     lookup(id)?.put_batch(frames, timeout)
 }
 
+pub fn raw_put_many(id: u64, lengths: &[u8], payloads: &[u8], timeout: f64) -> Result<u32> {
+    lookup(id)?.put_many(lengths, payloads, timeout)
+}
+
 pub fn raw_get_batch(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> Result<Vec<u8>> {
     lookup(id)?.get_batch(max_items, max_bytes, timeout)
 }
@@ -121,6 +125,11 @@ pub fn raw_get_view(id: u64, timeout: f64) -> Result<u64> {
 pub fn raw_get_batch_view(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> Result<u64> {
     let q = lookup(id)?;
     into_view(|v| q.get_batch_into(v, max_items, max_bytes, timeout))
+}
+
+pub fn raw_get_many_view(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> Result<u64> {
+    let q = lookup(id)?;
+    into_view(|v| q.get_many_into(v, max_items, max_bytes, timeout))
 }
 
 pub fn raw_view_address() -> u64 {

@@ -33,10 +33,6 @@ impl Msg<'_> {
     pub fn len(&self) -> u64 {
         (self.0.len() + self.1.len()) as u64
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// This handle's identity in the segment.

@@ -501,3 +501,46 @@ fn attached_count_is_exact_whatever_the_lock_order() {
     let info = list_queues().unwrap();
     assert_eq!(info.iter().find(|i| i.name == name).unwrap().attached, 3);
 }
+
+#[test]
+fn table_layout_batches() {
+    use sage_queue::{raw_get_many_view, raw_put_many, raw_view_address};
+    let q = Arc::new(create(1 << 16));
+    let id = q.clone().raw_id();
+    let items: Vec<Vec<u8>> = (0..100).map(|i| payload(i, (i % 7) as usize)).collect();
+    let lens: Vec<u8> = items
+        .iter()
+        .flat_map(|m| (m.len() as u32).to_le_bytes())
+        .collect();
+    let body: Vec<u8> = items.concat();
+    assert_eq!(raw_put_many(id, &lens, &body, 0.0).unwrap(), 100);
+    let n = raw_get_many_view(id, 64, u64::MAX, 0.0).unwrap() as usize;
+    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
+    let count = u32::from_le_bytes(view[n - 4..].try_into().unwrap()) as usize;
+    assert_eq!(count, 64);
+    let table = &view[n - 4 - 4 * count..n - 4];
+    let mut off = 0;
+    for (i, l) in table.chunks_exact(4).enumerate() {
+        let l = u32::from_le_bytes(l.try_into().unwrap()) as usize;
+        assert_eq!(&view[off..off + l], &items[i][..]);
+        off += l;
+    }
+    assert_eq!(off, n - 4 - 4 * count);
+    // Lengths that do not add up are refused whole.
+    for (l, b) in [
+        (&lens[..3], &body[..]),
+        (&lens[..], &body[..body.len() - 1]),
+    ] {
+        assert!(matches!(
+            raw_put_many(id, l, b, 0.0),
+            Err(QueueError::InvalidArgument { .. })
+        ));
+    }
+    let mut extra = body.clone();
+    extra.push(1);
+    assert!(matches!(
+        raw_put_many(id, &lens, &extra, 0.0),
+        Err(QueueError::InvalidArgument { .. })
+    ));
+    assert_eq!(q.qsize(), 36);
+}

@@ -41,6 +41,14 @@ _SIGNATURES = {
         (_u64, _FB, _f64, _STATUS_PTR), _u32,
         (_u64, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), _u32,
     ),
+    "uniffi_sage_queue_fn_func_raw_put_many": (
+        (_u64, _FB, _FB, _f64, _STATUS_PTR), _u32,
+        (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), _u32,
+    ),
+    "uniffi_sage_queue_fn_func_raw_get_many_view": (
+        (_u64, _u32, _u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _u32, _u64, _f64, ctypes.c_void_p), _u64,
+    ),
     "uniffi_sage_queue_fn_func_raw_get_view": (
         (_u64, _f64, _STATUS_PTR), _u64,
         (_u64, _f64, ctypes.c_void_p), _u64,
@@ -134,6 +142,8 @@ if ENABLED:
     put_batch = _bind("uniffi_sage_queue_fn_func_raw_put_batch")
     get_view = _bind("uniffi_sage_queue_fn_func_raw_get_view")
     get_batch_view = _bind("uniffi_sage_queue_fn_func_raw_get_batch_view")
+    put_many = _bind("uniffi_sage_queue_fn_func_raw_put_many")
+    get_many_view = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
 
 
 def raw_put(qid: int, data: bytes, timeout: float) -> None:
@@ -180,6 +190,32 @@ def raw_get_batch_view(qid: int, max_items: int, max_bytes: int, timeout: float)
         return _gen.raw_get_batch_view(qid, max_items, max_bytes, timeout)
     st, addr = status()
     n = get_batch_view(
+        ctypes.c_uint64(qid), ctypes.c_uint32(max_items), ctypes.c_uint64(max_bytes),
+        seconds(timeout), addr,
+    )  # fmt: skip
+    if st.code:
+        raise_status(st)
+    return n
+
+
+def raw_put_many(qid: int, lengths: bytes, payloads: bytes, timeout: float) -> int:
+    if not ENABLED:
+        return _gen.raw_put_many(qid, lengths, payloads, timeout)
+    st, addr = status()
+    n = put_many(
+        ctypes.c_uint64(qid), len(lengths), lengths, len(payloads), payloads,
+        seconds(timeout), addr,
+    )  # fmt: skip
+    if st.code:
+        raise_status(st)
+    return n
+
+
+def raw_get_many_view(qid: int, max_items: int, max_bytes: int, timeout: float) -> int:
+    if not ENABLED:
+        return _gen.raw_get_many_view(qid, max_items, max_bytes, timeout)
+    st, addr = status()
+    n = get_many_view(
         ctypes.c_uint64(qid), ctypes.c_uint32(max_items), ctypes.c_uint64(max_bytes),
         seconds(timeout), addr,
     )  # fmt: skip

@@ -12,15 +12,17 @@ call costs a second FFI call to clone the object handle); a received message is 
 the calling thread's native view buffer with ctypes instead of coming back in a RustBuffer.
 """
 
+import array
 import atexit
 import ctypes
 import functools
 import multiprocessing.util
 import os
+import pickle
 import queue
 import socket
 import stat
-import struct
+import sys
 import threading
 import time
 import weakref
@@ -52,7 +54,6 @@ DEFAULT_MAXSIZE = 1024 * 1024
 # Longest single native wait: a signal handler (Ctrl-C) runs at most this late.
 _SLICE = 0.05
 _U32_MAX = 2**32 - 1
-_FRAME_LEN = struct.Struct("<I")
 
 _NativeError = _native.QueueError
 _WAIT_ERRORS = (_native.QueueError.Empty, _native.QueueError.Full)
@@ -160,17 +161,6 @@ def _view_bytes(n: int) -> bytes:
 def _forget_view() -> None:
     """After an interrupted raw_*_view call: its result may have moved the buffer unseen."""
     _view.address = None
-
-
-def _split_frames(buf: bytes) -> List[bytes]:
-    out = []
-    pos, end = 0, len(buf)
-    while pos < end:
-        (n,) = _FRAME_LEN.unpack_from(buf, pos)
-        pos += 4
-        out.append(buf[pos : pos + n])
-        pos += n
-    return out
 
 
 # ---- live handles: exit and fork ----
@@ -472,27 +462,27 @@ class SageQueue:
         All items are serialized first: if one fails (or can never fit), nothing is put.
         If the wait ends with only some put, raises BatchFull (a queue.Full) whose ``count``
         says how many of the first items went in."""
-        payloads = [encode(self._serializer, item) for item in items]
+        payloads = self._encode_many(items)
         total = len(payloads)
         if total == 0:
             return 0
-        for p in payloads:
-            if len(p) > self.max_message_size:
-                raise MessageTooLarge(len(p), self.max_message_size)
-        buf = b"".join(b for p in payloads for b in (_FRAME_LEN.pack(len(p)), p))
+        biggest = max(map(len, payloads))
+        if biggest > self.max_message_size:
+            raise MessageTooLarge(biggest, self.max_message_size)
+        lengths = array.array("I", map(len, payloads))
+        body = b"".join(payloads)
         wait = _wait_time(block, timeout)
         self._handle()
         step = _SLICE if wait is None else min(wait, _SLICE)
         deadline = None if wait is None else time.monotonic() + wait
         done = 0
-        rest = buf
         while True:
             try:
-                done += _fast.raw_put_batch(self._id, rest, step)
+                done += _fast.raw_put_many(self._id, lengths[done:].tobytes(), body, step)
             except _native.QueueError.Full:
                 pass
             except _NativeError as e:
-                raise from_native(e, self.name) from None
+                raise self._error(e) from None
             if done >= total:
                 return total
             if deadline is not None:
@@ -500,8 +490,21 @@ class SageQueue:
                 if remaining <= 0:
                     raise BatchFull(done, total)
                 step = min(remaining, _SLICE)
-            start = sum(4 + len(p) for p in payloads[:done])
-            rest = buf[start:]
+            body = b"".join(payloads[done:])
+
+    def _encode_many(self, items: Iterable[Any]) -> List[bytes]:
+        """Serialize every item (bytes items tagged under pickle); errors as encode's."""
+        items = items if isinstance(items, list) else list(items)
+        if self._tag_bytes:
+            dumps = self._serializer.dumps
+            try:
+                return [_BYTES_TAG + x if type(x) is bytes else dumps(x) for x in items]
+            except Exception:
+                pass  # encode() below raises the precise SerializationError
+        return [
+            _BYTES_TAG + x if self._tag_bytes and type(x) is bytes else encode(self._serializer, x)
+            for x in items
+        ]
 
     def get_many(
         self,
@@ -525,26 +528,56 @@ class SageQueue:
         self._handle()
         try:
             n = _sliced(
-                _fast.raw_get_batch_view, wait, self._id, min(max_items, _U32_MAX), max_bytes
+                _fast.raw_get_many_view, wait, self._id, min(max_items, _U32_MAX), max_bytes
             )
-            buf = _view_bytes(n)
+            buf = _view_bytes(n)  # a copy: loading may run code that uses this thread's view
         except _NativeError as e:
-            raise from_native(e, self.name) from None
+            raise self._error(e) from None
         except BaseException:
             _forget_view()
             raise
+        # The view: payloads, then their u32 lengths, then the u32 count.
+        count = int.from_bytes(buf[-4:], "little")
+        table = n - 4 - 4 * count
+        lengths = array.array("I", buf[table : n - 4])
+        if sys.byteorder != "little":
+            lengths.byteswap()
+        mv = memoryview(buf)
+        if self._tag_bytes:
+            try:
+                return self._load_pickles(mv, lengths)
+            except Exception:
+                pass  # the loop below reports which items failed
         results: List[Any] = []
         first_error: Optional[DeserializationError] = None
-        for data in _split_frames(buf):
+        off = 0
+        for size in lengths:
             try:
-                results.append(self._decode(data))
+                results.append(self._decode(bytes(mv[off : off + size])))
             except DeserializationError as err:
                 results.append(err)
                 first_error = first_error or err
+            off += size
         if first_error is not None:
             first_error.items = results
             raise first_error
         return results
+
+    @staticmethod
+    def _load_pickles(mv: memoryview, lengths: "array.array") -> List[Any]:
+        """Load a batch of pickle-serializer messages straight from the buffer."""
+        loads = pickle.loads
+        out = []
+        append = out.append
+        off = 0
+        for size in lengths:
+            end = off + size
+            if size and mv[off] == 0:
+                append(bytes(mv[off + 1 : end]))
+            else:
+                append(loads(mv[off:end]))
+            off = end
+        return out
 
     # ---- state ----
 

@@ -14,8 +14,15 @@ pub fn unique(prefix: &str) -> String {
         let dir = format!("/dev/shm/sq-rust-tests-{}", std::process::id());
         std::fs::create_dir_all(&dir).unwrap();
         std::env::set_var("SAGE_QUEUE_DIR", &dir);
+        // SAFETY: registering a plain extern "C" fn with no captured state.
+        unsafe { libc::atexit(remove_dir) };
     });
     format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+extern "C" fn remove_dir() {
+    // Only the process that created the folder removes it (forked children exit with _exit).
+    let _ = std::fs::remove_dir_all(format!("/dev/shm/sq-rust-tests-{}", std::process::id()));
 }
 
 pub fn dir() -> String {
