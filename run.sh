@@ -43,6 +43,12 @@ test_all() {
     "$PY" -m ruff check python tests examples bench
     step "Python: tests (against the installed wheel)"
     "$PY" -m pytest tests/python -q
+    step "Kotlin: package (bindings/kotlin/build.sh) and tests"
+    bash tests/kotlin/run.sh
+    step "Swift: package (bindings/swift/build.sh, Swift 6 in a Debian trixie root) and tests"
+    bash tests/swift/run.sh
+    step "Interop: Python, Kotlin and Swift processes on the same queues"
+    PYTHON="$PY" bash tests/interop/run.sh
     step "Ray: actors and pipelines over SageQueues (a local Ray instance)"
     "$PY" -m pip install -q "ray>=2.9"
     "$PY" -m pytest tests/ray -q

@@ -85,7 +85,7 @@ pub fn attach(file: &File, slots: &[Slot]) -> Result<(u32, u32)> {
         }
     }
     Err(QueueError::Io {
-        message: format!("all {SLOT_COUNT} attachment slots of this queue are in use"),
+        reason: format!("all {SLOT_COUNT} attachment slots of this queue are in use"),
     })
 }
 

@@ -31,8 +31,8 @@ pub enum QueueError {
     PermissionDenied { reason: String },
     #[error("invalid argument: {reason}")]
     InvalidArgument { reason: String },
-    #[error("I/O error: {message}")]
-    Io { message: String },
+    #[error("I/O error: {reason}")]
+    Io { reason: String },
 }
 
 impl QueueError {
@@ -43,7 +43,7 @@ impl QueueError {
             };
         }
         QueueError::Io {
-            message: format!("{context}: {err}"),
+            reason: format!("{context}: {err}"),
         }
     }
 

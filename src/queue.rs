@@ -144,7 +144,7 @@ impl SageQueue {
             }
         }
         Err(QueueError::Io {
-            message: format!("queue {name:?} kept appearing and disappearing"),
+            reason: format!("queue {name:?} kept appearing and disappearing"),
         })
     }
 
@@ -549,7 +549,7 @@ impl SageQueue {
         }
     }
 
-    pub fn close(&self) {
+    pub fn detach(&self) {
         if self.closed.swap(true, AcqRel) {
             return;
         }
@@ -575,14 +575,14 @@ impl SageQueue {
         }
         mark_closed(&self.seg);
         let res = self.seg.unlink_if_ours();
-        self.close();
+        self.detach();
         res.map(|_| ())
     }
 }
 
 impl Drop for SageQueue {
     fn drop(&mut self) {
-        self.close();
+        self.detach();
     }
 }
 

@@ -219,8 +219,8 @@ fn create_open_and_cleanup() {
     assert_eq!(a.stats().unwrap().attached, 2);
     a.put(b"x", 0.0).unwrap();
     assert_eq!(b.get(0.0).unwrap(), b"x");
-    a.close();
-    a.close();
+    a.detach();
+    a.detach();
     assert!(matches!(a.put(b"x", 0.0), Err(QueueError::Closed { .. })));
     assert_eq!(b.stats().unwrap().attached, 1);
     assert!(Path::new(&path).exists());
@@ -473,7 +473,7 @@ fn raw_functions_by_id() {
     let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
     assert_eq!(parse_frames(view).unwrap(), vec![&b"x"[..], &b"yz"[..]]);
     // A closed or unknown id is Closed, never someone else's queue.
-    q.close();
+    q.detach();
     assert!(matches!(
         raw_put(id, b"x", 0.0),
         Err(QueueError::Closed { .. })

@@ -198,7 +198,7 @@ def from_native(err: Exception, name: Optional[str] = None) -> BaseException:
     if isinstance(err, e.InvalidArgument):
         return InvalidArgument(err.reason)
     if isinstance(err, e.Io):
-        return QueueIOError(err.message)
+        return QueueIOError(err.reason)
     return err
 
 

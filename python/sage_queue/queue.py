@@ -690,7 +690,7 @@ class SageQueue:
         if native is None:
             return
         self._native = None
-        native.close()
+        native.detach()
 
     def destroy(self) -> None:
         """Remove the queue now: every attached process sees it closed. Closes this handle."""
@@ -702,9 +702,9 @@ class SageQueue:
         try:
             native.unlink()
         except (_native.QueueError.Closed, _native.QueueError.NotFound):
-            native.close()  # somebody else removed it already
+            native.detach()  # somebody else removed it already
         except _NativeError as e:
-            native.close()
+            native.detach()
             raise from_native(e, self.name) from None
 
     def get_reference(self) -> SageQueueRef:

@@ -1,0 +1,273 @@
+"""Three languages on one queue: Python, Kotlin and Swift processes open the same named queue
+at the same time (run by tests/interop/run.sh, which builds the peers first).
+
+- every direction between two languages: counts exact, every byte checked, a CRC-32 per
+  message, sizes from 0 bytes to 1 MiB, single puts/gets and batches mixed;
+- mixed MPMC: a Python and a Kotlin producer together, a Swift and a Python consumer
+  together, every message taken exactly once;
+- a Python, a Kotlin and a Swift process attached at once see the same qsize, statistics and
+  attachment count as it changes.
+
+Ends with "N passed, M failed"; exits 1 if any scenario failed.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import peer  # noqa: E402  (the Python peer: message format and sizes)
+from sage_queue import SageQueue  # noqa: E402
+
+TIMEOUT = 300  # seconds a scenario's processes may take
+DIRECTION_COUNT = 420  # 30 rounds of the 14 sizes of "all": ~37 MB per direction
+MPMC_COUNT = 1500  # per producer
+
+
+def kotlin_cmd():
+    build = os.path.join(REPO, "bindings", "kotlin", "build")
+    with open(os.path.join(build, "jar-path")) as f:
+        jar = os.path.join(REPO, f.read().strip())
+    with open(os.path.join(build, "runtime-classpath")) as f:
+        cp = f.read().strip()
+    return ["java", "-cp", os.pathsep.join([os.path.join(build, "interop"), jar, cp]), "PeerKt"]
+
+
+LANGS = {
+    "python": [sys.executable, os.path.join(HERE, "peer.py")],
+    "kotlin": kotlin_cmd(),
+    "swift": [
+        "bash",
+        os.path.join(REPO, "bindings", "swift", "root.sh"),
+        "run",
+        "bin/sage-queue-interop-peer",
+    ],
+}
+
+
+class Failure(Exception):
+    pass
+
+
+def start(lang, *args, stdin=None):
+    return subprocess.Popen(
+        LANGS[lang] + [str(a) for a in args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, so a timeout kills all of it
+    )
+
+
+def kill(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+
+
+def finish(p, what, deadline):
+    """The JSON report a peer printed last; Failure if it failed or ran out of time."""
+    try:
+        out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        kill(p)
+        raise Failure(f"{what} did not finish in {TIMEOUT} s") from None
+    lines = out.strip().splitlines()
+    if p.returncode != 0 or not lines:
+        raise Failure(f"{what} exited with {p.returncode}: {out[-500:]} {err[-2000:]}")
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        raise Failure(f"{what} printed no report: {out[-500:]} {err[-2000:]}") from None
+
+
+def expect(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+def queue(tag):
+    name = f"interop-{os.getpid()}-{tag}"
+    # The driver holds a handle for the whole scenario, so the queue (auto_cleanup) lives on
+    # between one peer's exit and another's start.
+    return SageQueue(name, maxsize=peer.CAPACITY, serializer="raw", create=True)
+
+
+# ---- scenarios ----
+
+
+def direction(src, dst):
+    count, sizes, producer = DIRECTION_COUNT, "all", 7
+    want_bytes = sum(peer.size_of(s, sizes) for s in range(count))
+    with queue(f"{src}-{dst}") as q:
+        deadline = time.monotonic() + TIMEOUT
+        cons = start(dst, "consume", q.name, producer, count, sizes)
+        prod = start(src, "produce", q.name, producer, count, sizes)
+        try:
+            p = finish(prod, f"{src} producer", deadline)
+            c = finish(cons, f"{dst} consumer", deadline)
+        finally:
+            for x in (prod, cons):
+                if x.poll() is None:
+                    kill(x)
+        expect(p == {"count": count, "bytes": want_bytes}, f"producer report {p}")
+        expect(c["bad"] == [], f"messages with wrong bytes or checksum: {c['bad'][:20]}")
+        expect(c["count"] == count, f"consumer took {c['count']} of {count}")
+        expect(c["bytes"] == want_bytes, f"consumer took {c['bytes']} bytes of {want_bytes}")
+        expect(q.qsize() == 0, f"{q.qsize()} messages left")
+    return f"{count} messages, {want_bytes} bytes"
+
+
+def mpmc():
+    count, sizes = MPMC_COUNT, "tagged"
+    producers = [("python", 1), ("kotlin", 2)]
+    consumers = ["swift", "python"]
+    want = {(pid << 32) | s for _, pid in producers for s in range(count)}
+    want_bytes = len(producers) * sum(peer.size_of(s, sizes) for s in range(count))
+    with queue("mpmc") as q:
+        deadline = time.monotonic() + TIMEOUT
+        cons = [start(lang, "drain", q.name) for lang in consumers]
+        prods = [start(lang, "produce", q.name, pid, count, sizes) for lang, pid in producers]
+        try:
+            for (lang, _), p in zip(producers, prods):
+                r = finish(p, f"{lang} producer", deadline)
+                expect(r["count"] == count, f"{lang} producer report {r}")
+            for _ in consumers:  # one STOP per consumer, after every message
+                q.put(peer.STOP)
+            reports = [finish(c, f"{lang} consumer", deadline) for lang, c in zip(consumers, cons)]
+        finally:
+            for x in cons + prods:
+                if x.poll() is None:
+                    kill(x)
+        expect(all(r["bad"] == 0 for r in reports), f"bad messages: {[r['bad'] for r in reports]}")
+        tags = Counter(t for r in reports for t in r["tags"])
+        dups = [t for t, n in tags.items() if n > 1]
+        expect(not dups, f"{len(dups)} messages taken twice, e.g. {dups[:5]}")
+        expect(set(tags) == want, f"{len(want - set(tags))} messages lost")
+        got_bytes = sum(r["bytes"] for r in reports)
+        expect(got_bytes == want_bytes, f"{got_bytes} bytes taken of {want_bytes}")
+        expect(q.qsize() == 0, f"{q.qsize()} messages left")
+    split = ", ".join(f"{lang} took {len(r['tags'])}" for lang, r in zip(consumers, reports))
+    return f"{len(want)} messages, {want_bytes} bytes; {split}"
+
+
+class Inspector:
+    """A peer in `inspect` mode: attached until its stdin closes."""
+
+    def __init__(self, lang, name):
+        self.lang = lang
+        self.open = True
+        self.p = start(lang, "inspect", name, stdin=subprocess.PIPE)
+        self.line("ready")
+
+    def line(self, want=None):
+        out = self.p.stdout.readline().strip()  # the peer answers at once
+        if not out or (want is not None and out != want):
+            err = self.p.stderr.read() if self.p.poll() is not None else ""
+            raise Failure(f"{self.lang} inspector said {out!r} (wanted {want!r}) {err[-2000:]}")
+        return out
+
+    def ask(self, cmd, want=None):
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        return self.line(want)
+
+    def stats(self):
+        return json.loads(self.ask("stats"))
+
+    def close(self):
+        self.open = False
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            try:
+                self.p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                kill(self.p)
+
+
+def shared_state():
+    with queue("state") as q:
+        for i in range(5):
+            q.put(peer.message(1, i, 100 + i))
+        q.get()
+        views = []
+        try:
+            for lang in ("kotlin", "python", "swift"):
+                views.append(Inspector(lang, q.name))
+
+            def agree(step, **want):
+                mine = {k: v for k, v in q.get_stats().items()}
+                mine["qsize"] = q.qsize()
+                seen = {"driver": mine}
+                for v in views:
+                    if v.open:
+                        seen[v.lang] = v.stats()
+                fields = ("name", "path", "capacity", "max_message_size", "used_bytes",
+                          "messages", "attached", "msgs_in", "msgs_out", "bytes_in",
+                          "bytes_out", "creator_pid", "qsize")  # fmt: skip
+                for f in fields:
+                    vals = {who: s[f] for who, s in seen.items()}
+                    expect(len(set(vals.values())) == 1, f"{step}: {f} differs: {vals}")
+                for f, v in want.items():
+                    expect(mine[f] == v, f"{step}: {f} is {mine[f]}, not {v}")
+
+            agree("start", attached=4, qsize=4, msgs_in=5, msgs_out=1, creator_pid=os.getpid())
+            views[0].ask("get", "101")  # Kotlin takes the second message (101 bytes)
+            agree("after a Kotlin get", qsize=3, msgs_out=2)
+            views[1].ask("put 2", "done")  # Python puts two
+            views[2].ask("put 3", "done")  # Swift puts three
+            agree("after Python and Swift puts", qsize=8, msgs_in=10)
+            views[0].close()
+            agree("after Kotlin detached", attached=3)
+            views[2].close()
+            agree("after Swift detached", attached=2)
+        finally:
+            for v in views:
+                v.close()
+    return "qsize, stats and attachment counts agree at every step"
+
+
+def main():
+    scenarios = [
+        (f"{a} -> {b}", lambda a=a, b=b: direction(a, b))
+        for a, b in [
+            ("python", "kotlin"),
+            ("kotlin", "swift"),
+            ("swift", "python"),
+            ("kotlin", "python"),
+            ("swift", "kotlin"),
+            ("python", "swift"),
+        ]
+    ]
+    scenarios += [
+        ("MPMC: python+kotlin producers, swift+python consumers", mpmc),
+        ("python, kotlin and swift see the same state", shared_state),
+    ]
+    only = sys.argv[1:]
+    passed = failed = 0
+    for name, run in scenarios:
+        if only and not any(o in name for o in only):
+            continue
+        t = time.monotonic()
+        try:
+            note = run()
+            passed += 1
+            print(f"ok    {name}: {note} ({time.monotonic() - t:.1f} s)", flush=True)
+        except Failure as e:
+            failed += 1
+            print(f"FAIL  {name}: {e} ({time.monotonic() - t:.1f} s)", flush=True)
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
