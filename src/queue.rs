@@ -17,7 +17,9 @@ use crate::wait::{self, Deadline};
 const SLICE: Duration = Duration::from_millis(10);
 /// How long an operation may see no progress before it looks for dead processes' leftovers.
 const RECOVER_AFTER: Duration = Duration::from_millis(10);
-const SPIN: u32 = 64;
+/// Before sleeping, a waiter spins this long, then yields between checks this long.
+const SPIN_BUSY: Duration = Duration::from_micros(20);
+const SPIN_POLITE: Duration = Duration::from_micros(50);
 
 /// Timeouts of the UDL: seconds, negative = forever, 0 = try once.
 pub type Timeout = f64;
@@ -223,7 +225,7 @@ impl SageQueue {
             if deadline.is_immediate() {
                 return Err(on_timeout);
             }
-            if wait::spin(SPIN, || ready(&ring) || self.any_closed()) {
+            if wait::spin(SPIN_BUSY, SPIN_POLITE, || ready(&ring) || self.any_closed()) {
                 continue;
             }
             if !counted {

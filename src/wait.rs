@@ -120,20 +120,31 @@ impl Deadline {
     }
 }
 
-/// Spin a short while, checking `ready`; true as soon as it holds.
-#[inline]
-pub fn spin(iterations: u32, mut ready: impl FnMut() -> bool) -> bool {
-    for i in 0..iterations {
-        if ready() {
-            return true;
-        }
-        if i < iterations / 2 {
+/// Wait without sleeping for up to `busy + polite`, checking `ready`; true as soon as it
+/// holds. For `busy` the CPU spins (a peer on another core usually answers within
+/// microseconds, far sooner than a futex round trip); for `polite` it yields between checks,
+/// so a peer waiting for this core can run.
+pub fn spin(busy: Duration, polite: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut i = 0u32;
+    loop {
+        for _ in 0..32 {
+            if ready() {
+                return true;
+            }
             std::hint::spin_loop();
-        } else {
+        }
+        i += 1;
+        let spent = start.elapsed();
+        if spent >= busy + polite {
+            return false;
+        }
+        if spent >= busy {
+            std::thread::yield_now();
+        } else if i % 16 == 0 {
             std::thread::yield_now();
         }
     }
-    false
 }
 
 /// Wake `join` callers after tasks were marked done.
