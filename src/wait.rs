@@ -139,9 +139,8 @@ pub fn spin(busy: Duration, polite: Duration, mut ready: impl FnMut() -> bool) -
         if spent >= busy + polite {
             return false;
         }
-        if spent >= busy {
-            std::thread::yield_now();
-        } else if i % 16 == 0 {
+        // Past `busy`, yield at every check; before it, only now and then.
+        if spent >= busy || i % 16 == 0 {
             std::thread::yield_now();
         }
     }
