@@ -312,7 +312,7 @@ def chart(results: Dict[str, Dict[str, dict]], path: str) -> None:
     print(f"chart written to {path}")
 
 
-def median_of(runs: int, **kw) -> dict:
+def median_of(runs: int, json_path=None, png_path=None, **kw) -> dict:
     """Run the whole suite `runs` times and keep each number's median."""
     reports = [run(**kw) for _ in range(runs)]
     merged = reports[0]
@@ -320,8 +320,15 @@ def median_of(runs: int, **kw) -> dict:
         for impl, res in by.items():
             for key in res:
                 res[key] = statistics.median(r["results"][s][impl][key] for r in reports)
+    merged["runs"] = runs
     print(f"\nmedian of {runs} runs:")
     print(table(merged["results"]))
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(merged, fh, indent=2)
+        print(f"results written to {json_path}")
+    if png_path:
+        chart(merged["results"], png_path)
     return merged
 
 
