@@ -332,6 +332,41 @@ def median_of(runs: int, json_path=None, png_path=None, **kw) -> dict:
     return merged
 
 
+def micro(count: int = 100_000) -> Dict[str, float]:
+    """Microseconds per call in one process, queue never empty or full: the cost of crossing
+    into the native library, without any waiting."""
+    from sage_queue import SageQueue
+    from sage_queue import _native as native
+
+    out = {}
+    q = SageQueue(f"micro-{uuid.uuid4().hex[:12]}", maxsize=64 << 20)
+    raw = native.SageQueue.open(q.name, True)
+    chunk = min(count, 20_000)
+    for label, put, get, item in (
+        ("SageQueue small dict", q.put, q.get, SMALL),
+        ("SageQueue 64 B bytes", q.put, q.get, b"x" * 64),
+        ("generated methods 64 B", lambda b: raw.put(b, 0.0), lambda: raw.get(0.0), b"x" * 64),
+    ):
+        tp = tg = 0.0
+        for _ in range(max(1, count // chunk)):
+            t0 = time.perf_counter()
+            for _ in range(chunk):
+                put(item)
+            t1 = time.perf_counter()
+            for _ in range(chunk):
+                get()
+            tp += t1 - t0
+            tg += time.perf_counter() - t1
+        n = max(1, count // chunk) * chunk
+        out[f"{label}: put"] = tp / n * 1e6
+        out[f"{label}: get"] = tg / n * 1e6
+    raw.detach()
+    q.close()
+    for k, v in out.items():
+        print(f"{k:<36}{v:>8.2f} us")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="sage-queue bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer items per scenario")
@@ -339,7 +374,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", dest="json_path", help="write results as JSON here")
     ap.add_argument("--png", dest="png_path", help="save a chart here (needs matplotlib)")
     ap.add_argument("--runs", type=int, default=1, help="repeat and report medians")
+    ap.add_argument("--micro", action="store_true", help="only: us per put and per get")
     a = ap.parse_args(argv)
+    if a.micro:
+        micro()
+        return 0
     only = a.only.split(",") if a.only else None
     kw = dict(quick=a.quick, only=only, json_path=a.json_path, png_path=a.png_path)
     if a.runs > 1:
