@@ -43,6 +43,8 @@ test_all() {
     "$PY" -m ruff check python tests examples bench
     step "Python: tests (against the installed wheel)"
     "$PY" -m pytest tests/python -q
+    step "Python: kill -9 torture and soak (short versions)"
+    "$PY" -m pytest tests/torture -q
     step "Kotlin: package (bindings/kotlin/build.sh) and tests"
     bash tests/kotlin/run.sh
     step "Swift: package (bindings/swift/build.sh, Swift 6 in a Debian trixie root) and tests"
@@ -52,6 +54,9 @@ test_all() {
     step "Ray: actors and pipelines over SageQueues (a local Ray instance)"
     "$PY" -m pip install -q "ray>=2.9"
     "$PY" -m pytest tests/ray -q
+    step "Fuzz: segment files and batch buffers (cargo-fuzz, 20 s per target)"
+    command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
+    bash fuzz/run.sh 20
 }
 
 case "${1:-}" in

@@ -110,6 +110,11 @@ impl SageQueue {
         let path = segment::segment_path(name);
         for _ in 0..100 {
             let seg = Segment::open(&path, name, true)?;
+            if seg.header().id.closed.load(Acquire) != 0 {
+                // Left behind by an unlink that did not finish: the queue is gone.
+                let _ = seg.unlink_if_ours();
+                continue;
+            }
             let (slot, gen) = attach::attach(&seg.file, seg.slots())?;
             // A last closer may have removed the file between our open and our attach.
             if seg.is_linked() && seg.header().id.closed.load(Acquire) == 0 {

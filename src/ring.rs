@@ -435,7 +435,10 @@ impl<'a> Ring<'a> {
     pub fn release(&self) {
         self.skip_fillers();
         let owner = self.me.owner_word();
-        loop {
+        // Rounds that freed nothing: a record that looks releasable but cannot be freed (a
+        // corrupt length) must not keep this loop going.
+        let mut idle = 0;
+        while idle < 2 {
             if self
                 .hdr
                 .rel
@@ -448,7 +451,10 @@ impl<'a> Ring<'a> {
             let freed = self.release_locked();
             self.hdr.rel.lock.store(0, SeqCst);
             if freed {
+                idle = 0;
                 wait::wake(&self.hdr.space_wake);
+            } else {
+                idle += 1;
             }
             if !self.releasable_at_released() {
                 return;

@@ -544,3 +544,23 @@ fn table_layout_batches() {
     ));
     assert_eq!(q.qsize(), 36);
 }
+
+#[test]
+fn a_closed_segment_left_at_its_path_is_cleared() {
+    // An unlink that died between marking the queue closed and removing the file.
+    let name = unique("leftover");
+    let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+    let path = q.path();
+    let bytes = std::fs::read(&path).unwrap();
+    q.unlink().unwrap();
+    let mut closed = bytes.clone();
+    closed[48] = 1; // the identity block's `closed` word
+    std::fs::write(&path, &closed).unwrap();
+    assert!(matches!(SageQueue::open(&name, true), Err(QueueError::NotFound { .. })));
+    assert!(!Path::new(&path).exists());
+    std::fs::write(&path, &closed).unwrap();
+    let fresh = SageQueue::open_or_create(&name, 4096, 0o600, true).unwrap();
+    assert!(fresh.created());
+    fresh.put(b"x", 0.0).unwrap();
+    assert_eq!(fresh.get(0.0).unwrap(), b"x");
+}

@@ -279,7 +279,10 @@ BLOCKED = {
 @pytest.mark.parametrize("call", sorted(BLOCKED))
 def test_ctrl_c_interrupts_a_blocked_call(call, qname):
     code = (
-        "import sys, sage_queue\n"
+        "import signal, sys, sage_queue\n"
+        # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored;
+        # the child stands for an interactive program, so it takes Python's default handler.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"q = sage_queue.SageQueue({qname!r}, maxsize=4096, serializer='raw')\n"
         "print('ready', flush=True)\n"
         "try:\n"
