@@ -556,7 +556,10 @@ fn a_closed_segment_left_at_its_path_is_cleared() {
     let mut closed = bytes.clone();
     closed[48] = 1; // the identity block's `closed` word
     std::fs::write(&path, &closed).unwrap();
-    assert!(matches!(SageQueue::open(&name, true), Err(QueueError::NotFound { .. })));
+    assert!(matches!(
+        SageQueue::open(&name, true),
+        Err(QueueError::NotFound { .. })
+    ));
     assert!(!Path::new(&path).exists());
     std::fs::write(&path, &closed).unwrap();
     let fresh = SageQueue::open_or_create(&name, 4096, 0o600, true).unwrap();
