@@ -2,7 +2,7 @@
 
 A call through the generated Python wrapper costs several microseconds (argument checks, a
 lowered ForeignBytes structure, a fresh call status); a ctypes call to the same exported
-function costs a fraction of that. This module binds the four message functions of
+function costs a fraction of that. This module binds the five message functions of
 ``sage_queue.udl`` to new ctypes function objects over the SAME library symbols, with
 argument lists that are ABI-identical to the generated ones on x86-64 and aarch64 Linux: a
 ``ForeignBytes {int32 len; uint8_t *data}`` passed by value travels in two integer registers,
@@ -37,10 +37,6 @@ _SIGNATURES = {
         (_u64, _FB, _FB, _f64, _STATUS_PTR), None,
         (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), None,
     ),
-    "uniffi_sage_queue_fn_func_raw_put_batch": (
-        (_u64, _FB, _f64, _STATUS_PTR), _u32,
-        (_u64, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), _u32,
-    ),
     "uniffi_sage_queue_fn_func_raw_put_many": (
         (_u64, _FB, _FB, _f64, _STATUS_PTR), _u32,
         (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), _u32,
@@ -52,10 +48,6 @@ _SIGNATURES = {
     "uniffi_sage_queue_fn_func_raw_get_view": (
         (_u64, _f64, _STATUS_PTR), _u64,
         (_u64, _f64, ctypes.c_void_p), _u64,
-    ),
-    "uniffi_sage_queue_fn_func_raw_get_batch_view": (
-        (_u64, _u32, _u64, _f64, _STATUS_PTR), _u64,
-        (_u64, _u32, _u64, _f64, ctypes.c_void_p), _u64,
     ),
 }  # fmt: skip
 
@@ -135,13 +127,12 @@ _ZERO = ctypes.c_double(0.0)
 
 if ENABLED:
     # put(id, len, data, timeout, status); put_pair(id, len, head, len, body, timeout, status);
-    # put_batch(id, len, frames, timeout, status) -> u32;
-    # get_view(id, timeout, status) -> u64; get_batch_view(id, items, bytes, timeout, status).
+    # get_view(id, timeout, status) -> u64;
+    # put_many(id, len, lengths, len, payloads, timeout, status) -> u32;
+    # get_many_view(id, max_items, max_bytes, timeout, status) -> u64.
     put = _bind("uniffi_sage_queue_fn_func_raw_put")
     put_pair = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
-    put_batch = _bind("uniffi_sage_queue_fn_func_raw_put_batch")
     get_view = _bind("uniffi_sage_queue_fn_func_raw_get_view")
-    get_batch_view = _bind("uniffi_sage_queue_fn_func_raw_get_batch_view")
     put_many = _bind("uniffi_sage_queue_fn_func_raw_put_many")
     get_many_view = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
 
@@ -165,34 +156,11 @@ def raw_put_pair(qid: int, head: bytes, body: bytes, timeout: float) -> None:
         raise_status(st)
 
 
-def raw_put_batch(qid: int, frames: bytes, timeout: float) -> int:
-    if not ENABLED:
-        return _gen.raw_put_batch(qid, frames, timeout)
-    st, addr = status()
-    n = put_batch(ctypes.c_uint64(qid), len(frames), frames, seconds(timeout), addr)
-    if st.code:
-        raise_status(st)
-    return n
-
-
 def raw_get_view(qid: int, timeout: float) -> int:
     if not ENABLED:
         return _gen.raw_get_view(qid, timeout)
     st, addr = status()
     n = get_view(ctypes.c_uint64(qid), seconds(timeout), addr)
-    if st.code:
-        raise_status(st)
-    return n
-
-
-def raw_get_batch_view(qid: int, max_items: int, max_bytes: int, timeout: float) -> int:
-    if not ENABLED:
-        return _gen.raw_get_batch_view(qid, max_items, max_bytes, timeout)
-    st, addr = status()
-    n = get_batch_view(
-        ctypes.c_uint64(qid), ctypes.c_uint32(max_items), ctypes.c_uint64(max_bytes),
-        seconds(timeout), addr,
-    )  # fmt: skip
     if st.code:
         raise_status(st)
     return n
