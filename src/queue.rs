@@ -280,6 +280,23 @@ impl SageQueue {
 
     /// `get`, appending the message to `out`.
     pub fn get_into(&self, out: &mut Vec<u8>, timeout: Timeout) -> Result<()> {
+        self.take(1, u64::MAX, timeout, &mut |r, pos, len| {
+            r.copy_out(pos, len, out)
+        })
+    }
+
+    /// Wait up to `timeout` for a message, then take up to `max_items` (payloads totalling at
+    /// most `max_bytes`, at least one), handing each to `sink` while it is still in the ring.
+    fn take(
+        &self,
+        max_items: u32,
+        max_bytes: u64,
+        timeout: Timeout,
+        sink: &mut dyn FnMut(&Ring, u64, u64),
+    ) -> Result<()> {
+        if max_items == 0 {
+            return Err(QueueError::invalid("max_items must be at least 1"));
+        }
         let h = self.seg.header();
         self.blocking(
             Deadline::from_secs(timeout),
@@ -287,10 +304,8 @@ impl SageQueue {
             &h.cons.waits_empty,
             QueueError::Empty,
             |ring, cache| {
-                let n = ring.try_get(cache, 1, u64::MAX, &mut |r, pos, len| {
-                    r.copy_out(pos, len, out)
-                })?;
-                Ok((n == 1).then_some(()))
+                let n = ring.try_get(cache, max_items as usize, max_bytes, sink)?;
+                Ok((n > 0).then_some(()))
             },
             |ring| ring.head_ready(),
         )
@@ -353,26 +368,11 @@ impl SageQueue {
         max_bytes: u64,
         timeout: Timeout,
     ) -> Result<()> {
-        if max_items == 0 {
-            return Err(QueueError::invalid("max_items must be at least 1"));
-        }
-        let h = self.seg.header();
         let mut lens: Vec<u32> = Vec::new();
-        self.blocking(
-            Deadline::from_secs(timeout),
-            &h.data_wake,
-            &h.cons.waits_empty,
-            QueueError::Empty,
-            |ring, cache| {
-                let n =
-                    ring.try_get(cache, max_items as usize, max_bytes, &mut |r, pos, len| {
-                        lens.push(len as u32);
-                        r.copy_out(pos, len, out)
-                    })?;
-                Ok((n > 0).then_some(()))
-            },
-            |ring| ring.head_ready(),
-        )?;
+        self.take(max_items, max_bytes, timeout, &mut |r, pos, len| {
+            lens.push(len as u32);
+            r.copy_out(pos, len, out)
+        })?;
         for l in &lens {
             out.extend_from_slice(&l.to_le_bytes());
         }
@@ -394,25 +394,10 @@ impl SageQueue {
         max_bytes: u64,
         timeout: Timeout,
     ) -> Result<()> {
-        if max_items == 0 {
-            return Err(QueueError::invalid("max_items must be at least 1"));
-        }
-        let h = self.seg.header();
-        self.blocking(
-            Deadline::from_secs(timeout),
-            &h.data_wake,
-            &h.cons.waits_empty,
-            QueueError::Empty,
-            |ring, cache| {
-                let n =
-                    ring.try_get(cache, max_items as usize, max_bytes, &mut |r, pos, len| {
-                        out.extend_from_slice(&(len as u32).to_le_bytes());
-                        r.copy_out(pos, len, out)
-                    })?;
-                Ok((n > 0).then_some(()))
-            },
-            |ring| ring.head_ready(),
-        )
+        self.take(max_items, max_bytes, timeout, &mut |r, pos, len| {
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+            r.copy_out(pos, len, out)
+        })
     }
 
     fn check_size(&self, len: usize) -> Result<()> {
