@@ -381,13 +381,7 @@ class SageQueue:
                 _fast.put(self._cid, len(data), data, step, addr)
             if not st.code:
                 return
-            try:
-                _fast.raise_status(st)
-            except _WAIT_ERRORS:
-                if step is _ZERO_STEP or (timeout is not None and timeout <= _SLICE):
-                    raise queue.Full from None
-            except _NativeError as e:
-                raise self._error(e) from None
+            self._first_attempt_failed(st, step, timeout, queue.Full)
         wait = _wait_time(block, timeout)
         self._handle()
         try:
@@ -409,13 +403,7 @@ class SageQueue:
             n = _fast.get_view(self._cid, step, addr)
             if not st.code:
                 return self._decode_view(n)
-            try:
-                _fast.raise_status(st)
-            except _WAIT_ERRORS:
-                if step is _ZERO_STEP or (timeout is not None and timeout <= _SLICE):
-                    raise queue.Empty from None
-            except _NativeError as e:
-                raise self._error(e) from None
+            self._first_attempt_failed(st, step, timeout, queue.Empty)
         wait = _wait_time(block, timeout)
         self._handle()
         try:
@@ -426,6 +414,17 @@ class SageQueue:
             _forget_view()
             raise
         return self._decode_view(n)
+
+    def _first_attempt_failed(self, st, step, timeout: Optional[float], timed_out) -> None:
+        """After a failed first native attempt: raise its error, or return when the caller may
+        still wait (a Full/Empty that did not use up the caller's whole timeout)."""
+        try:
+            _fast.raise_status(st)
+        except _WAIT_ERRORS:
+            if step is _ZERO_STEP or (timeout is not None and timeout <= _SLICE):
+                raise timed_out from None
+        except _NativeError as e:
+            raise self._error(e) from None
 
     def _decode_view(self, n: int) -> Any:
         """Load the message of ``n`` bytes just copied into this thread's view buffer."""
