@@ -7,7 +7,8 @@ function costs a fraction of that. This module binds the five message functions 
 argument lists that are ABI-identical to the generated ones on x86-64 and aarch64 Linux: a
 ``ForeignBytes {int32 len; uint8_t *data}`` passed by value travels in two integer registers,
 exactly like separate ``len`` and ``data`` arguments. Errors are lifted by the generated error
-converter, so they are the generated exception classes.
+converter, so they are the generated exception classes. put, put_pair and get_view are bound
+twice: as usual, and holding the GIL (``*_now``) for first attempts that never wait.
 
 ``pinned()`` compares what this module assumes with the generated module and returns the
 differences; when there is any (a UniFFI upgrade changed the generated code), ``ENABLED`` is
@@ -85,29 +86,70 @@ def pinned() -> list:
 ENABLED = not pinned()
 
 
-def _bind(name):
+def _bind(name, holding_gil=False):
     """A new function object for the symbol (the generated one stays untouched), called with
     ctypes values built once (c_uint64 id, c_double timeout, c_void_p status): with no
     argtypes, ctypes passes them as they are, a Python int as a C int (the ForeignBytes
     length is an int32) and bytes as a pointer to their buffer, which costs much less than
-    converting every argument on every call."""
-    fn = _gen._UniffiLib[name]
+    converting every argument on every call.
+
+    ``holding_gil``: call without releasing the GIL (the ``PyDLL`` calling convention), which
+    saves a GIL hand-over per call; only for calls that never wait (timeout 0)."""
+    lib = _gen._UniffiLib
+    if holding_gil:
+        lib = ctypes.PyDLL(lib._name, handle=lib._handle)
+    fn = lib[name]
     fn.argtypes = None
     fn.restype = _SIGNATURES[name][3]
     return fn
 
 
-_tls = threading.local()
+class Thread:
+    """One thread's reusable call status, and where its native view buffer is.
+
+    The view buffer is the per-thread Rust buffer that ``raw_*_view`` calls fill; it moves
+    only when it grows, so ``view(n)`` asks for its place again only when ``n`` exceeds the
+    capacity last seen. ``busy`` is set while an item is loaded straight from the buffer: a
+    get that runs inside that load (from unpickling code) must not overwrite it."""
+
+    __slots__ = ("status", "address", "view", "view_capacity", "busy")
+
+    def __init__(self):
+        self.status = _STATUS()
+        self.address = ctypes.c_void_p(ctypes.addressof(self.status))
+        self.view = memoryview(b"")
+        self.view_capacity = -1
+        self.busy = False
+
+
+class _Local(threading.local):
+    def __init__(self):
+        self.t = Thread()
+
+
+# ``local.t`` is the calling thread's Thread (one thread-local lookup, then plain slots).
+local = _Local()
 
 
 def status():
     """This thread's reusable call status and a c_void_p of its address."""
-    try:
-        return _tls.status, _tls.address
-    except AttributeError:
-        st = _tls.status = _STATUS()
-        _tls.address = ctypes.c_void_p(ctypes.addressof(st))
-        return st, _tls.address
+    t = local.t
+    return t.status, t.address
+
+
+def view(n: int) -> memoryview:
+    """This thread's view buffer (as bytes), just filled with ``n`` bytes by a view call."""
+    t = local.t
+    if n > t.view_capacity:
+        address, capacity = _gen.raw_view_address(), _gen.raw_view_capacity()
+        t.view = memoryview((ctypes.c_char * capacity).from_address(address)).cast("B")
+        t.view_capacity = capacity
+    return t.view
+
+
+def forget_view() -> None:
+    """After an interrupted view call: its result may have moved the buffer unseen."""
+    local.t.view_capacity = -1
 
 
 def raise_status(st) -> None:
@@ -123,7 +165,7 @@ def seconds(timeout: float):
     return _ZERO if timeout == 0.0 else ctypes.c_double(timeout)
 
 
-_ZERO = ctypes.c_double(0.0)
+_ZERO = NOW = ctypes.c_double(0.0)
 
 if ENABLED:
     # put(id, len, data, timeout, status); put_pair(id, len, head, len, body, timeout, status);
@@ -133,6 +175,10 @@ if ENABLED:
     put = _bind("uniffi_sage_queue_fn_func_raw_put")
     put_pair = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
     get_view = _bind("uniffi_sage_queue_fn_func_raw_get_view")
+    # The same three holding the GIL: for a first attempt with timeout 0 (``NOW``).
+    put_now = _bind("uniffi_sage_queue_fn_func_raw_put", holding_gil=True)
+    put_pair_now = _bind("uniffi_sage_queue_fn_func_raw_put_pair", holding_gil=True)
+    get_view_now = _bind("uniffi_sage_queue_fn_func_raw_get_view", holding_gil=True)
     put_many = _bind("uniffi_sage_queue_fn_func_raw_put_many")
     get_many_view = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
 

@@ -8,8 +8,10 @@ handlers (Ctrl-C) run between them. Objects pickle as a ``SageQueueRef``, so
 ``multiprocessing`` children and Ray actors receive a queue attached to the same segment.
 
 Messages move through the native ``raw_*`` functions, addressed by the handle's id (a method
-call costs a second FFI call to clone the object handle); a received message is copied out of
-the calling thread's native view buffer with ctypes instead of coming back in a RustBuffer.
+call costs a second FFI call to clone the object handle). A received message lands in the
+calling thread's native view buffer instead of coming back in a RustBuffer, and a pickle is
+loaded from there in place. The first attempt of a put or get never waits and holds the GIL;
+only a call that has to wait releases it.
 """
 
 import array
@@ -47,6 +49,7 @@ from .serializers import (
     from_portable_spec,
     get_serializer,
     portable_spec,
+    serialization_error,
     spec_name,
 )
 
@@ -54,6 +57,7 @@ DEFAULT_MAXSIZE = 1024 * 1024
 # Longest single native wait: a signal handler (Ctrl-C) runs at most this late.
 _SLICE = 0.05
 _U32_MAX = 2**32 - 1
+_dumps, _loads = pickle.dumps, pickle.loads
 
 _NativeError = _native.QueueError
 _WAIT_ERRORS = (_native.QueueError.Empty, _native.QueueError.Full)
@@ -108,21 +112,12 @@ def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
 
 # The first byte of a message that carries a bytes item as it is (pickle streams start 0x80).
 _BYTES_TAG = b"\x00"
-# From this size on, a message's tag is read in place before the message is copied out.
-_LARGE = 64 * 1024
-_ZERO_STEP = ctypes.c_double(0.0)
-_SLICE_STEP = ctypes.c_double(_SLICE)
 
 
-def _first_step(block: bool, timeout: Optional[float]):
-    """The wait of a first native attempt, as a c_double: at most one slice."""
-    if not block:
-        return _ZERO_STEP
-    if timeout is None or timeout >= _SLICE:
-        return _SLICE_STEP
-    if timeout < 0:
+def _check_timeout(block: bool, timeout: Optional[float]) -> None:
+    """queue.Queue's rule: a blocking call with a negative timeout is a ValueError."""
+    if block and timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
-    return ctypes.c_double(timeout)
 
 
 def _sliced(call, wait: Optional[float], *args):
@@ -141,26 +136,31 @@ def _sliced(call, wait: Optional[float], *args):
                 step = min(remaining, _SLICE)
 
 
-_view = threading.local()  # this thread's native copy-out buffer: address and capacity
+# The hot path: this thread's status and view buffer, and the direct entry points.
+_LOCAL = _fast.local  # .t: this thread's status and view buffer
+_FAST = _fast.ENABLED
+if _FAST:
+    # The first attempt of a put or get: no wait, GIL held (see _fastpath._bind).
+    _PUT, _PUT_PAIR, _GET_VIEW = _fast.put_now, _fast.put_pair_now, _fast.get_view_now
+_NOW = _fast.NOW
 
 
-def _view_address(n: int) -> int:
-    """The address of this thread's view buffer, just filled with ``n`` bytes."""
-    addr = getattr(_view, "address", None)
-    if addr is None or n > _view.capacity:  # the buffer moves only when it grows
-        addr = _view.address = _native.raw_view_address()
-        _view.capacity = _native.raw_view_capacity()
-    return addr
+def _table_payloads(mv: memoryview, lengths: "array.array") -> Iterable[bytes]:
+    """The payloads of a table-layout batch view, as bytes."""
+    off = 0
+    for size in lengths:
+        yield mv[off : off + size].tobytes()
+        off += size
 
 
-def _view_bytes(n: int) -> bytes:
-    """The first ``n`` bytes of this thread's view buffer, just filled by a raw_*_view call."""
-    return ctypes.string_at(_view_address(n), n)
-
-
-def _forget_view() -> None:
-    """After an interrupted raw_*_view call: its result may have moved the buffer unseen."""
-    _view.address = None
+def _split_frames(buf: bytes) -> List[bytes]:
+    """The payloads of a frame buffer (u32 little-endian length, then the payload)."""
+    out, off = [], 0
+    while off < len(buf):
+        size = int.from_bytes(buf[off : off + 4], "little")
+        out.append(buf[off + 4 : off + 4 + size])
+        off += 4 + size
+    return out
 
 
 # ---- live handles: exit and fork ----
@@ -314,6 +314,7 @@ class SageQueue:
         self._serializer = get_serializer(serializer)
         # Built-in pickle: bytes items skip pickling (a pickle never starts with this tag).
         self._tag_bytes = isinstance(self._serializer, PickleSerializer)
+        self._protocol = getattr(self._serializer, "protocol", None)
         cls = _native.SageQueue
         try:
             if create is None:
@@ -367,28 +368,35 @@ class SageQueue:
         With the pickle serializer a ``bytes`` item is not pickled: it travels as a one-byte
         tag plus its own bytes, without being copied first.
         """
-        if self._tag_bytes and type(item) is bytes:
+        head = None
+        if not self._tag_bytes:
+            data = encode(self._serializer, item)
+        elif type(item) is bytes:
             head, data = _BYTES_TAG, item
         else:
-            head, data = b"", encode(self._serializer, item)
-        if _fast.ENABLED:
-            # One direct native call; it waits at most one slice, so Ctrl-C stays prompt.
-            st, addr = _fast.status()
-            step = _first_step(block, timeout)
-            if head:
-                _fast.put_pair(self._cid, 1, head, len(data), data, step, addr)
+            try:
+                data = _dumps(item, self._protocol)
+            except Exception as exc:
+                raise serialization_error(self._serializer, item, exc) from exc
+        if _FAST:
+            # One direct native call that does not wait; waiting is the slow path below.
+            if timeout is not None:
+                _check_timeout(block, timeout)
+            t = _LOCAL.t
+            if head is None:
+                _PUT(self._cid, len(data), data, _NOW, t.address)
             else:
-                _fast.put(self._cid, len(data), data, step, addr)
-            if not st.code:
+                _PUT_PAIR(self._cid, 1, head, len(data), data, _NOW, t.address)
+            if not t.status.code:
                 return
-            self._first_attempt_failed(st, step, timeout, queue.Full)
+            self._first_attempt_failed(t.status, block, queue.Full)
         wait = _wait_time(block, timeout)
         self._handle()
         try:
-            if head:
-                _sliced(_fast.raw_put_pair, wait, self._id, head, data)
-            else:
+            if head is None:
                 _sliced(_fast.raw_put, wait, self._id, data)
+            else:
+                _sliced(_fast.raw_put_pair, wait, self._id, head, data)
         except _NativeError as e:
             raise self._error(e) from None
 
@@ -397,44 +405,64 @@ class SageQueue:
 
         A message the serializer cannot load raises DeserializationError (with ``.data``);
         it is consumed, and the queue keeps every other message."""
-        if _fast.ENABLED:
-            st, addr = _fast.status()
-            step = _first_step(block, timeout)
-            n = _fast.get_view(self._cid, step, addr)
-            if not st.code:
-                return self._decode_view(n)
-            self._first_attempt_failed(st, step, timeout, queue.Empty)
+        t = _LOCAL.t
+        if not _FAST or t.busy:
+            return self._get_copied(block, timeout)
+        # One direct native call that copies a message into this thread's view buffer without
+        # waiting; waiting is _wait_view.
+        if timeout is not None:
+            _check_timeout(block, timeout)
+        n = _GET_VIEW(self._cid, _NOW, t.address)
+        if t.status.code:
+            self._first_attempt_failed(t.status, block, queue.Empty)
+            n = self._wait_view(block, timeout)
+        mv = t.view if n <= t.view_capacity else _fast.view(n)
+        if not self._tag_bytes:
+            return decode(self._serializer, mv[:n].tobytes())
+        if n and mv[0] == 0:  # _BYTES_TAG
+            return mv[1:n].tobytes()
+        # A pickle loads in place; ``busy`` keeps a get inside the load (from unpickling
+        # code) off the buffer meanwhile.
+        t.busy = True
+        try:
+            return _loads(mv[:n])
+        except Exception as exc:
+            raise DeserializationError(mv[:n].tobytes(), f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            t.busy = False
+
+    def _wait_view(self, block: bool, timeout: Optional[float]) -> int:
+        """Wait in slices for a message and copy it into this thread's view buffer."""
         wait = _wait_time(block, timeout)
         self._handle()
         try:
-            n = _sliced(_fast.raw_get_view, wait, self._id)
+            return _sliced(_fast.raw_get_view, wait, self._id)
         except _NativeError as e:
             raise self._error(e) from None
         except BaseException:
-            _forget_view()
+            _fast.forget_view()
             raise
-        return self._decode_view(n)
 
-    def _first_attempt_failed(self, st, step, timeout: Optional[float], timed_out) -> None:
-        """After a failed first native attempt: raise its error, or return when the caller may
-        still wait (a Full/Empty that did not use up the caller's whole timeout)."""
+    def _get_copied(self, block: bool, timeout: Optional[float]) -> Any:
+        """get() without this thread's view buffer: the message comes back as bytes."""
+        wait = _wait_time(block, timeout)
+        self._handle()
+        try:
+            data = _sliced(_native.raw_get, wait, self._id)
+        except _NativeError as e:
+            raise self._error(e) from None
+        return self._decode(data)
+
+    def _first_attempt_failed(self, st, block: bool, timed_out) -> None:
+        """After a failed first native attempt: raise its error, or return when the caller
+        may wait (a Full/Empty of a blocking call)."""
         try:
             _fast.raise_status(st)
         except _WAIT_ERRORS:
-            if step is _ZERO_STEP or (timeout is not None and timeout <= _SLICE):
+            if not block:
                 raise timed_out from None
         except _NativeError as e:
             raise self._error(e) from None
-
-    def _decode_view(self, n: int) -> Any:
-        """Load the message of ``n`` bytes just copied into this thread's view buffer."""
-        if self._tag_bytes and n >= _LARGE:
-            # Look at the tag before copying, so a large bytes item is copied out once.
-            addr = _view_address(n)
-            if ctypes.c_char.from_address(addr).value == _BYTES_TAG:
-                return ctypes.string_at(addr + 1, n - 1)
-            return decode(self._serializer, ctypes.string_at(addr, n))
-        return self._decode(_view_bytes(n))
 
     def _decode(self, data: bytes) -> Any:
         if self._tag_bytes and data[:1] == _BYTES_TAG:
@@ -524,39 +552,52 @@ class SageQueue:
         elif max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
         wait = _wait_time(block, timeout)
-        self._handle()
+        native = self._handle()
+        items = min(max_items, _U32_MAX)
+        t = _LOCAL.t
+        if t.busy:
+            # Called while an item loads from this thread's view buffer: leave the buffer be.
+            try:
+                frames = _sliced(native.get_batch, wait, items, max_bytes)
+            except _NativeError as e:
+                raise self._error(e) from None
+            return self._decode_all(_split_frames(frames))
         try:
-            n = _sliced(
-                _fast.raw_get_many_view, wait, self._id, min(max_items, _U32_MAX), max_bytes
-            )
-            buf = _view_bytes(n)  # a copy: loading may run code that uses this thread's view
+            n = _sliced(_fast.raw_get_many_view, wait, self._id, items, max_bytes)
         except _NativeError as e:
             raise self._error(e) from None
         except BaseException:
-            _forget_view()
+            _fast.forget_view()
             raise
         # The view: payloads, then their u32 lengths, then the u32 count.
-        count = int.from_bytes(buf[-4:], "little")
-        table = n - 4 - 4 * count
-        lengths = array.array("I", buf[table : n - 4])
+        mv = _fast.view(n)[:n]
+        count = int.from_bytes(mv[n - 4 :], "little")
+        lengths = array.array("I")
+        lengths.frombytes(mv[n - 4 - 4 * count : n - 4])
         if sys.byteorder != "little":
             lengths.byteswap()
-        mv = memoryview(buf)
-        if self._tag_bytes:
-            try:
-                return self._load_pickles(mv, lengths)
-            except Exception:
-                pass  # the loop below reports which items failed
+        t.busy = True  # items load in place: a get inside a load must leave the buffer be
+        try:
+            if self._tag_bytes:
+                try:
+                    return self._load_pickles(mv, lengths)
+                except Exception:
+                    pass  # the loop below reports which items failed
+            return self._decode_all(_table_payloads(mv, lengths))
+        finally:
+            t.busy = False
+
+    def _decode_all(self, payloads: Iterable[bytes]) -> List[Any]:
+        """Decode every payload; if some fail, raise the first DeserializationError after all
+        were tried, with ``items`` listing every result in order (failed ones as errors)."""
         results: List[Any] = []
         first_error: Optional[DeserializationError] = None
-        off = 0
-        for size in lengths:
+        for data in payloads:
             try:
-                results.append(self._decode(bytes(mv[off : off + size])))
+                results.append(self._decode(data))
             except DeserializationError as err:
                 results.append(err)
                 first_error = first_error or err
-            off += size
         if first_error is not None:
             first_error.items = results
             raise first_error

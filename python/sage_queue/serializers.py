@@ -82,9 +82,7 @@ def encode(serializer: Any, item: Any) -> bytes:
     try:
         data = serializer.dumps(item)
     except Exception as exc:
-        raise SerializationError(
-            f"cannot serialize {type(item).__name__} with {spec_name(serializer)}: {exc}"
-        ) from exc
+        raise serialization_error(serializer, item, exc) from exc
     if isinstance(data, bytes):
         return data
     if isinstance(data, _BYTES_LIKE):
@@ -93,6 +91,13 @@ def encode(serializer: Any, item: Any) -> bytes:
         return data.encode("utf-8")
     raise SerializationError(
         f"{spec_name(serializer)}.dumps() returned {type(data).__name__}, not bytes"
+    )
+
+
+def serialization_error(serializer: Any, item: Any, exc: Exception) -> SerializationError:
+    """The error for an item that ``serializer`` failed to dump with ``exc``."""
+    return SerializationError(
+        f"cannot serialize {type(item).__name__} with {spec_name(serializer)}: {exc}"
     )
 
 

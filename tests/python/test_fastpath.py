@@ -70,3 +70,34 @@ def test_tagged_bytes_readable_by_a_raw_reader(make_queue):
     raw = make_queue(name=q.name, serializer="raw")
     q.put(b"payload")
     assert raw.get(timeout=5) == b"\x00payload"
+
+
+# A get that runs inside another get's unpickling (from a __reduce__ callable) must not
+# overwrite the thread's view buffer that the outer load is still reading.
+_nested_queue = None
+
+
+def _load_nested():
+    q = _nested_queue
+    return ("nested", q.get(timeout=5), q.get_many(2, timeout=5))
+
+
+class _Nested:
+    def __reduce__(self):
+        return (_load_nested, ())
+
+
+def test_get_inside_unpickling_leaves_the_outer_message_intact(make_queue):
+    global _nested_queue
+    q = _nested_queue = make_queue(maxsize=1 << 16)
+    tail = "tail-" * 200  # read by the outer load after the nested gets ran
+    q.put([_Nested(), tail])
+    q.put("a" * 3000)
+    q.put_many(["b" * 2000, "c"])
+    assert q.get(timeout=5) == [("nested", "a" * 3000, ["b" * 2000, "c"]), tail]
+    # The same inside a batch load.
+    q.put_many([[_Nested(), tail], "after"])
+    q.put("x" * 500)
+    q.put_many(["y", "z"])
+    assert q.get_many(2, timeout=5) == [[("nested", "x" * 500, ["y", "z"]), tail], "after"]
+    assert q.empty()
