@@ -28,7 +28,8 @@ pub use queue::{
 };
 pub use registry::{
     raw_get, raw_get_batch, raw_get_batch_view, raw_get_many_view, raw_get_view, raw_put,
-    raw_put_batch, raw_put_many, raw_put_pair, raw_view_address, raw_view_capacity,
+    raw_put_batch, raw_put_many, raw_put_pair, raw_try_get_view, raw_try_put_pair,
+    raw_view_address, raw_view_capacity,
 };
 
 uniffi::include_scaffolding!("sage_queue");

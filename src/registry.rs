@@ -122,6 +122,26 @@ pub fn raw_get_view(id: u64, timeout: f64) -> Result<u64> {
     into_view(|v| q.get_into(v, timeout))
 }
 
+/// `raw_put_pair` with no wait: false (not Full) when the message does not fit now.
+pub fn raw_try_put_pair(id: u64, head: &[u8], body: &[u8]) -> Result<bool> {
+    match raw_put_pair(id, head, body, 0.0) {
+        Ok(()) => Ok(true),
+        Err(QueueError::Full) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The value of `raw_try_get_view` for an empty queue.
+pub const NOTHING: u64 = u64::MAX;
+
+/// `raw_get_view` with no wait: NOTHING (not Empty) when there is no message now.
+pub fn raw_try_get_view(id: u64) -> Result<u64> {
+    match raw_get_view(id, 0.0) {
+        Err(QueueError::Empty) => Ok(NOTHING),
+        r => r,
+    }
+}
+
 pub fn raw_get_batch_view(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> Result<u64> {
     let q = lookup(id)?;
     into_view(|v| q.get_batch_into(v, max_items, max_bytes, timeout))

@@ -2,13 +2,13 @@
 
 A call through the generated Python wrapper costs several microseconds (argument checks, a
 lowered ForeignBytes structure, a fresh call status); a ctypes call to the same exported
-function costs a fraction of that. This module binds the five message functions of
+function costs a fraction of that. This module binds the message functions of
 ``sage_queue.udl`` to new ctypes function objects over the SAME library symbols, with
 argument lists that are ABI-identical to the generated ones on x86-64 and aarch64 Linux: a
 ``ForeignBytes {int32 len; uint8_t *data}`` passed by value travels in two integer registers,
 exactly like separate ``len`` and ``data`` arguments. Errors are lifted by the generated error
-converter, so they are the generated exception classes. put, put_pair and get_view are bound
-twice: as usual, and holding the GIL (``*_now``) for first attempts that never wait.
+converter, so they are the generated exception classes. The ``raw_try_*`` first attempts,
+which never wait, are called holding the GIL (no hand-over to other threads and back).
 
 ``pinned()`` compares what this module assumes with the generated module and returns the
 differences; when there is any (a UniFFI upgrade changed the generated code), ``ENABLED`` is
@@ -49,6 +49,14 @@ _SIGNATURES = {
     "uniffi_sage_queue_fn_func_raw_get_view": (
         (_u64, _f64, _STATUS_PTR), _u64,
         (_u64, _f64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_raw_try_put_pair": (
+        (_u64, _FB, _FB, _STATUS_PTR), ctypes.c_int8,
+        (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, ctypes.c_void_p), ctypes.c_int8,
+    ),
+    "uniffi_sage_queue_fn_func_raw_try_get_view": (
+        (_u64, _STATUS_PTR), _u64,
+        (_u64, ctypes.c_void_p), _u64,
     ),
 }  # fmt: skip
 
@@ -165,7 +173,8 @@ def seconds(timeout: float):
     return _ZERO if timeout == 0.0 else ctypes.c_double(timeout)
 
 
-_ZERO = NOW = ctypes.c_double(0.0)
+_ZERO = ctypes.c_double(0.0)
+NOTHING = 2**64 - 1  # try_get_view's "empty now"
 
 if ENABLED:
     # put(id, len, data, timeout, status); put_pair(id, len, head, len, body, timeout, status);
@@ -175,10 +184,11 @@ if ENABLED:
     put = _bind("uniffi_sage_queue_fn_func_raw_put")
     put_pair = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
     get_view = _bind("uniffi_sage_queue_fn_func_raw_get_view")
-    # The same three holding the GIL: for a first attempt with timeout 0 (``NOW``).
-    put_now = _bind("uniffi_sage_queue_fn_func_raw_put", holding_gil=True)
-    put_pair_now = _bind("uniffi_sage_queue_fn_func_raw_put_pair", holding_gil=True)
-    get_view_now = _bind("uniffi_sage_queue_fn_func_raw_get_view", holding_gil=True)
+    # First attempts, which never wait, holding the GIL:
+    # try_put_pair(id, len, head, len, body, status) -> int8 (0: no room now);
+    # try_get_view(id, status) -> u64 (NOTHING: empty now).
+    try_put_pair = _bind("uniffi_sage_queue_fn_func_raw_try_put_pair", holding_gil=True)
+    try_get_view = _bind("uniffi_sage_queue_fn_func_raw_try_get_view", holding_gil=True)
     put_many = _bind("uniffi_sage_queue_fn_func_raw_put_many")
     get_many_view = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
 

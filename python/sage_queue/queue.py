@@ -140,9 +140,9 @@ def _sliced(call, wait: Optional[float], *args):
 _LOCAL = _fast.local  # .t: this thread's status and view buffer
 _FAST = _fast.ENABLED
 if _FAST:
-    # The first attempt of a put or get: no wait, GIL held (see _fastpath._bind).
-    _PUT, _PUT_PAIR, _GET_VIEW = _fast.put_now, _fast.put_pair_now, _fast.get_view_now
-_NOW = _fast.NOW
+    # The first attempt of a put or get: no wait, no error for "not now", GIL held.
+    _TRY_PUT, _TRY_GET_VIEW = _fast.try_put_pair, _fast.try_get_view
+_NOTHING = _fast.NOTHING
 
 
 def _table_payloads(mv: memoryview, lengths: "array.array") -> Iterable[bytes]:
@@ -384,12 +384,15 @@ class SageQueue:
                 _check_timeout(block, timeout)
             t = _LOCAL.t
             if head is None:
-                _PUT(self._cid, len(data), data, _NOW, t.address)
+                done = _TRY_PUT(self._cid, 0, b"", len(data), data, t.address)
             else:
-                _PUT_PAIR(self._cid, 1, head, len(data), data, _NOW, t.address)
-            if not t.status.code:
+                done = _TRY_PUT(self._cid, 1, head, len(data), data, t.address)
+            if t.status.code:
+                self._raise_status(t.status)
+            if done:
                 return
-            self._first_attempt_failed(t.status, block, queue.Full)
+            if not block:
+                raise queue.Full
         wait = _wait_time(block, timeout)
         self._handle()
         try:
@@ -412,9 +415,12 @@ class SageQueue:
         # waiting; waiting is _wait_view.
         if timeout is not None:
             _check_timeout(block, timeout)
-        n = _GET_VIEW(self._cid, _NOW, t.address)
+        n = _TRY_GET_VIEW(self._cid, t.address)
         if t.status.code:
-            self._first_attempt_failed(t.status, block, queue.Empty)
+            self._raise_status(t.status)
+        if n == _NOTHING:
+            if not block:
+                raise queue.Empty
             n = self._wait_view(block, timeout)
         mv = t.view if n <= t.view_capacity else _fast.view(n)
         if not self._tag_bytes:
@@ -453,14 +459,10 @@ class SageQueue:
             raise self._error(e) from None
         return self._decode(data)
 
-    def _first_attempt_failed(self, st, block: bool, timed_out) -> None:
-        """After a failed first native attempt: raise its error, or return when the caller
-        may wait (a Full/Empty of a blocking call)."""
+    def _raise_status(self, st) -> None:
+        """Raise the error a failed native call left in ``st``, as this handle's exception."""
         try:
             _fast.raise_status(st)
-        except _WAIT_ERRORS:
-            if not block:
-                raise timed_out from None
         except _NativeError as e:
             raise self._error(e) from None
 

@@ -43,6 +43,30 @@ def test_fast_errors_are_generated_exceptions(make_queue):
         q.get(timeout=0.01)
 
 
+def test_first_attempts_report_not_now_without_an_error(make_queue):
+    q = make_queue(maxsize=4096, serializer="raw")
+    assert gen.raw_try_get_view(q._id) == _fastpath.NOTHING
+    assert gen.raw_try_put_pair(q._id, b"h", b"x" * 3000)
+    assert not gen.raw_try_put_pair(q._id, b"", b"y" * 3000)  # no room now: False, not Full
+    with pytest.raises(gen.QueueError.TooLarge):
+        gen.raw_try_put_pair(q._id, b"", b"z" * 5000)
+    assert gen.raw_try_get_view(q._id) == 3001
+    assert _fastpath.view(3001)[:3001].tobytes() == b"h" + b"x" * 3000
+    assert gen.raw_try_get_view(q._id) == _fastpath.NOTHING
+    with pytest.raises(gen.QueueError.Closed):
+        gen.raw_try_get_view(2**63)
+    # Through the shim: a non-blocking call on a full/empty queue raises queue.Full/Empty, a
+    # blocking one waits for its timeout.
+    q.put(b"a" * 4000)
+    with pytest.raises(queue.Full):
+        q.put_nowait(b"b" * 100)
+    with pytest.raises(queue.Full):
+        q.put(b"b" * 100, timeout=0.01)
+    assert q.get_nowait() == b"a" * 4000
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
 def test_batches_through_fast_path(make_queue):
     q = make_queue(maxsize=1 << 16)
     q.put_many(list(range(100)))
