@@ -6,7 +6,9 @@ samples the memory of every process.
     PYTHONPATH=python python3 tests/torture/soak.py --minutes 10
 
 Checks: every message put was received exactly once, intact (crc32), and no process's memory
-grows over time. RSS (VmRSS in /proc/PID/status) includes the mapped ring pages a process has
+grows over time. The exactly-once check takes constant memory: each consumer sees a producer's
+seqs strictly increasing and sums their count, first, second and third powers; the totals over
+all consumers must equal those of 0..n-1 for a producer that put n. RSS (VmRSS in /proc/PID/status) includes the mapped ring pages a process has
 touched (RssShmem, at most the segment size), so the check is on growth: after a warm-up of
 10% of the run, VmRSS may not grow by more than --margin (default 16 MiB) and RssAnon (the
 process's private heap) may not grow by more than --margin either; VmRSS must also stay below
@@ -56,7 +58,10 @@ def run_consumer(args):
     from sage_queue import SageQueue
 
     q = SageQueue(args.queue, create=False, auto_cleanup=False, serializer="raw")
-    seen = {}  # producer id -> bytearray bitmap of seqs
+    # Per producer, in constant memory (a bitmap of seqs would grow with the run and spoil
+    # the memory check): [count, last seq, sum of seq, of seq^2, of seq^3]. One consumer sees
+    # each producer's messages in put order, so its seqs must strictly increase.
+    seen = {}
     ends = {}
     bad = dups = 0
     stop = os.path.join(args.dir, "stop")
@@ -74,19 +79,21 @@ def run_consumer(args):
         body = m[HEADER.size :]
         if len(body) != n or zlib.crc32(body) != crc:
             bad += 1
-        bits = seen.setdefault(pid, bytearray())
-        if seq >= len(bits):
-            bits.extend(b"\0" * (seq + 1 - len(bits) + 4096))
-        if bits[seq]:
-            dups += 1
-        bits[seq] = 1
+        acc = seen.get(pid)
+        if acc is None:
+            acc = seen[pid] = [0, -1, 0, 0, 0]
+        if seq <= acc[1]:
+            dups += 1  # a repeat, or out of order
+        acc[0] += 1
+        acc[1] = seq
+        acc[2] += seq
+        acc[3] += seq * seq
+        acc[4] += seq * seq * seq
     q.close()
     with open(os.path.join(args.dir, f"cons-{args.id}.out"), "wb") as f:
         import pickle
 
-        pickle.dump(
-            dict(seen={k: bytes(v) for k, v in seen.items()}, ends=ends, bad=bad, dups=dups), f
-        )
+        pickle.dump(dict(seen=seen, ends=ends, bad=bad, dups=dups), f)
 
 
 def mem(pid):
@@ -170,34 +177,31 @@ def controller(args):
         stats = q.get_stats()
         # Exact counts.
         ends, bad, dups = {}, 0, 0
-        got = {}
+        got = {}  # producer id -> summed [count, _, sum, sum of squares, sum of cubes]
         for i in range(args.consumers):
             with open(os.path.join(workdir, f"cons-{100 + i}.out"), "rb") as f:
                 r = pickle.load(f)
             ends.update(r["ends"])
             bad += r["bad"]
             dups += r["dups"]
-            for pid, bits in r["seen"].items():
-                acc = got.setdefault(pid, bytearray(len(bits)))
-                if len(acc) < len(bits):
-                    acc.extend(b"\0" * (len(bits) - len(acc)))
-                for s, b in enumerate(bits):
-                    if b:
-                        if acc[s]:
-                            dups += 1
-                        acc[s] = 1
+            for pid, acc in r["seen"].items():
+                tot = got.setdefault(pid, [0, 0, 0, 0, 0])
+                for k in (0, 2, 3, 4):
+                    tot[k] += acc[k]
         total = sum(ends.values())
-        received = sum(sum(v) for v in got.values())
+        received = sum(v[0] for v in got.values())
         if len(ends) != args.producers:
             failures.append(f"end markers from {len(ends)} of {args.producers} producers")
         for pid, n in ends.items():
-            bits = got.get(pid, b"")
-            missing = [s for s in range(n) if s >= len(bits) or not bits[s]]
-            extra = sum(bits[n:]) if len(bits) > n else 0
-            if missing or extra:
+            # Exactly seqs 0..n-1, each once: the count and the first three power sums agree.
+            s1 = n * (n - 1) // 2
+            want = (n, s1, (n - 1) * n * (2 * n - 1) // 6, s1 * s1)
+            acc = got.get(pid, [0, 0, 0, 0, 0])
+            have = (acc[0], acc[2], acc[3], acc[4])
+            if have != want:
                 failures.append(
-                    f"producer {pid}: {len(missing)} missing (e.g. {missing[:5]}), "
-                    f"{extra} beyond its count"
+                    f"producer {pid}: received {have[0]} of {n} (or not each seq once: "
+                    f"power sums {have[1:]} != {want[1:]})"
                 )
         if dups or bad:
             failures.append(f"{dups} duplicates, {bad} corrupt messages")
