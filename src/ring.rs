@@ -97,11 +97,13 @@ impl<'a> Ring<'a> {
     // ---- raw access: the only code that touches ring bytes ----
 
     fn hword(&self, pos: u64) -> &AtomicU64 {
-        debug_assert!(pos % 8 == 0);
-        // SAFETY: `pos & mask` < capacity and is 8-aligned (every record position is), and the
-        // ring starts page aligned, so the word is aligned and inside the mapping, which lives
-        // as long as 'a.
-        unsafe { &*(self.data.add((pos & self.mask) as usize) as *const AtomicU64) }
+        // Record positions are 8-aligned in a well-formed segment, but the cursors they come
+        // from are read from the shared file: rounding down keeps an unaligned (corrupt) one
+        // from making this 8-byte access run past the end of the ring and of the mapping.
+        let idx = pos & self.mask & !7;
+        // SAFETY: `idx` is 8-aligned and at most capacity - 8, and the ring starts page
+        // aligned, so the word is aligned and inside the mapping, which lives as long as 'a.
+        unsafe { &*(self.data.add(idx as usize) as *const AtomicU64) }
     }
 
     /// Copy `msg` (its parts one after the other) into the payload of the record at `pos`.
@@ -215,7 +217,7 @@ impl<'a> Ring<'a> {
             if padding {
                 // Fill the rest of the lap, then claim again at the start of the next one.
                 self.hword(t)
-                    .store(word(to_end - RECORD_HEADER, PADDING), SeqCst);
+                    .store(word(to_end.saturating_sub(RECORD_HEADER), PADDING), SeqCst);
                 me.claim_start.store(NONE, Release);
                 wait::wake(&self.hdr.data_wake);
                 continue;

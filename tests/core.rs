@@ -567,3 +567,32 @@ fn a_closed_segment_left_at_its_path_is_cleared() {
     fresh.put(b"x", 0.0).unwrap();
     assert_eq!(fresh.get(0.0).unwrap(), b"x");
 }
+
+#[test]
+fn unaligned_cursors_in_a_corrupt_file_stay_inside_the_ring() {
+    // Found by fuzzing segment_open: a tail of capacity - 1 made a put store a padding header
+    // at the last byte of the ring, 7 bytes of it past the end of the mapping (and its length
+    // underflowed). Cursors come from the file, so every header access must stay in the ring.
+    for cursor in [4095u64, 4093, 4097, 8191 + 4096] {
+        let name = unique("unaligned");
+        let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+        let path = q.path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        drop(q);
+        for offset in [128, 256, 384] {
+            // tail, head, released
+            bytes[offset..offset + 8].copy_from_slice(&cursor.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let q = SageQueue::open(&name, true).unwrap();
+        // Whatever each call returns (a message or a typed error), none panics or hangs.
+        for _ in 0..3 {
+            let _ = q.put(b"x", 0.0);
+            let _ = q.put(&[7u8; 300], 0.0);
+            let _ = q.get(0.0);
+            let _ = q.get_batch(8, 1 << 20, 0.0);
+        }
+        let _ = q.stats();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    }
+}
