@@ -8,8 +8,10 @@ samples the memory of every process.
 Checks: every message put was received exactly once, intact (crc32), and no process's memory
 grows over time. The exactly-once check takes constant memory: each consumer sees a producer's
 seqs strictly increasing and sums their count, first, second and third powers; the totals over
-all consumers must equal those of 0..n-1 for a producer that put n. RSS (VmRSS in /proc/PID/status) includes the mapped ring pages a process has
-touched (RssShmem, at most the segment size), so the check is on growth: after a warm-up of
+all consumers must equal those of 0..n-1 for a producer that put n.
+
+RSS (VmRSS in /proc/PID/status) includes the mapped ring pages a process has touched
+(RssShmem, at most the segment size), so the check is on growth: after a warm-up of
 10% of the run, VmRSS may not grow by more than --margin (default 16 MiB) and RssAnon (the
 process's private heap) may not grow by more than --margin either; VmRSS must also stay below
 its private memory after warm-up (VmRSS - RssShmem) + segment size + margin.
