@@ -45,6 +45,7 @@ from .errors import (
 from .serializers import (
     PickleSerializer,
     decode,
+    deserialization_error,
     encode,
     from_portable_spec,
     get_serializer,
@@ -99,25 +100,24 @@ def full_name(name: str, namespace: Optional[str] = None) -> str:
 # ---- waiting ----
 
 
+def _check_timeout(block: bool, timeout: Optional[float]) -> None:
+    """queue.Queue's rule: a blocking call with a negative timeout is a ValueError."""
+    if block and timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
 def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
     """Seconds a call may wait: 0.0 = try once, None = forever (queue.Queue's rules)."""
     if not block:
         return 0.0
     if timeout is None:
         return None
-    if timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
+    _check_timeout(block, timeout)
     return float(timeout)
 
 
 # The first byte of a message that carries a bytes item as it is (pickle streams start 0x80).
 _BYTES_TAG = b"\x00"
-
-
-def _check_timeout(block: bool, timeout: Optional[float]) -> None:
-    """queue.Queue's rule: a blocking call with a negative timeout is a ValueError."""
-    if block and timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
 
 
 def _sliced(call, wait: Optional[float], *args):
@@ -433,7 +433,7 @@ class SageQueue:
         try:
             return _loads(mv[:n])
         except Exception as exc:
-            raise DeserializationError(mv[:n].tobytes(), f"{type(exc).__name__}: {exc}") from exc
+            raise deserialization_error(mv[:n].tobytes(), exc) from exc
         finally:
             t.busy = False
 

@@ -106,7 +106,12 @@ def decode(serializer: Any, data: bytes) -> Any:
     try:
         return serializer.loads(data)
     except Exception as exc:
-        raise DeserializationError(data, f"{type(exc).__name__}: {exc}") from exc
+        raise deserialization_error(data, exc) from exc
+
+
+def deserialization_error(data: bytes, exc: Exception) -> DeserializationError:
+    """The error for a message of ``data`` whose loading failed with ``exc``."""
+    return DeserializationError(data, f"{type(exc).__name__}: {exc}")
 
 
 def portable_spec(spec: Any) -> Any:
