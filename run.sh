@@ -39,6 +39,8 @@ test_all() {
     step "Rust: kill -9 at each protocol step (fault-injection build)"
     cargo test --features fault-injection --test faults
     rm -rf /dev/shm/sq-rust-tests-*
+    step "Rust: loom model check of the ring protocol (src/loom_tests.rs, a few minutes)"
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_tests
     step "Python: lint"
     "$PY" -m ruff check python tests examples bench
     step "Python: tests (against the installed wheel)"

@@ -29,7 +29,16 @@
 //! COMMITTED, PADDING (filler up to the end of the ring), DEAD (a dead writer's claim, skipped),
 //! CONSUMED. A record never crosses the end of the ring.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use self::sync::{AtomicU32, AtomicU64};
+
+/// The atomics of the shared structures and of the ring protocol: std's, or loom's when the
+/// crate is built with `--cfg loom` to model check the protocol (src/loom_tests.rs).
+pub(crate) mod sync {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+}
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SAGEQUE1");
 pub const VERSION: u32 = 1;
@@ -170,8 +179,12 @@ pub struct Slot {
     pub read_end: AtomicU64,
 }
 
+// loom's atomics are larger than the real ones; the model never maps a segment.
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Header>() == 1024);
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Header>() <= SLOTS_OFFSET);
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_SIZE);
 const _: () = assert!(DATA_OFFSET % 4096 == 0);
 

@@ -7,13 +7,23 @@
 //! Module map: error (typed errors), name (names and file names), layout (bytes of a segment),
 //! segment (the file and its mapping), attach (slots and liveness), ring (the protocol),
 //! wait (spin and futex), queue (the handle the UDL exposes), registry (handles by id for raw_* calls), fault (test-only hooks).
+//!
+//! Built with `--cfg loom` (tests only), the crate is the protocol core checked by loom
+//! (loom_tests): its shared atomics are loom's and the queue handle and FFI are left out.
+
+// Under loom, what only the handle and the FFI use is unused.
+#![cfg_attr(loom, allow(dead_code))]
 
 mod attach;
 mod error;
 mod fault;
 mod layout;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod name;
+#[cfg(not(loom))]
 mod queue;
+#[cfg(not(loom))]
 mod registry;
 mod ring;
 mod segment;
@@ -22,14 +32,17 @@ mod wait;
 pub use error::QueueError;
 #[cfg(feature = "fault-injection")]
 pub use fault::{stop_at, Step};
+#[cfg(not(loom))]
 pub use queue::{
     collect_garbage, list_queues, max_message_size, parse_frames, queue_dir, unlink_queue,
     validate_name, QueueInfo, QueueStats, SageQueue,
 };
+#[cfg(not(loom))]
 pub use registry::{
     raw_get, raw_get_batch, raw_get_batch_view, raw_get_many_view, raw_get_view, raw_put,
     raw_put_batch, raw_put_many, raw_put_pair, raw_try_get_view, raw_try_put_pair,
     raw_view_address, raw_view_capacity,
 };
 
+#[cfg(not(loom))]
 uniffi::include_scaffolding!("sage_queue");

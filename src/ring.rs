@@ -15,12 +15,15 @@
 //!   a dead consumer: it becomes CONSUMED (counted as lost);
 //! - a release lock held by a dead owner is taken over and its zeroing redone.
 
+#[cfg(not(loom))]
 use std::fs::File;
-use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
+#[cfg(not(loom))]
 use crate::attach;
 use crate::error::{QueueError, Result};
+use crate::layout::sync::{fence, AtomicU64, Ordering::*};
 use crate::layout::*;
+#[cfg(not(loom))]
 use crate::segment::Segment;
 use crate::wait;
 
@@ -60,8 +63,13 @@ pub struct Cache {
 pub struct Ring<'a> {
     pub hdr: &'a Header,
     slots: &'a [Slot],
+    #[cfg(not(loom))]
     file: &'a File,
+    #[cfg(not(loom))]
     data: *mut u8,
+    /// In the loom model (src/loom_tests.rs) the ring is an array of 8-byte words.
+    #[cfg(loom)]
+    data: &'a [AtomicU64],
     cap: u64,
     mask: u64,
     me: Me,
@@ -78,6 +86,7 @@ enum Claim {
 }
 
 impl<'a> Ring<'a> {
+    #[cfg(not(loom))]
     pub fn new(seg: &'a Segment, me: Me) -> Ring<'a> {
         Ring {
             hdr: seg.header(),
@@ -90,12 +99,33 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// A ring over `data` (`8 * data.len()` bytes, a power of two) for the loom model.
+    #[cfg(loom)]
+    pub fn for_model(
+        hdr: &'a Header,
+        slots: &'a [Slot],
+        data: &'a [AtomicU64],
+        me: Me,
+    ) -> Ring<'a> {
+        let cap = 8 * data.len() as u64;
+        assert!(cap.is_power_of_two());
+        Ring {
+            hdr,
+            slots,
+            data,
+            cap,
+            mask: cap - 1,
+            me,
+        }
+    }
+
     fn my_slot(&self) -> &Slot {
         &self.slots[self.me.slot as usize]
     }
 
     // ---- raw access: the only code that touches ring bytes ----
 
+    #[cfg(not(loom))]
     fn hword(&self, pos: u64) -> &AtomicU64 {
         // Record positions are 8-aligned in a well-formed segment, but the cursors they come
         // from are read from the shared file: rounding down keeps an unaligned (corrupt) one
@@ -107,6 +137,7 @@ impl<'a> Ring<'a> {
     }
 
     /// Copy `msg` (its parts one after the other) into the payload of the record at `pos`.
+    #[cfg(not(loom))]
     fn write_payload(&self, pos: u64, msg: &Msg) {
         let idx = ((pos & self.mask) + RECORD_HEADER) as usize;
         debug_assert!(idx as u64 + msg.len() <= self.cap);
@@ -121,6 +152,7 @@ impl<'a> Ring<'a> {
     }
 
     /// Append the payload of the record at `pos` (of `len` bytes) to `out`.
+    #[cfg(not(loom))]
     fn read_payload(&self, pos: u64, len: u64, out: &mut Vec<u8>) {
         let idx = ((pos & self.mask) + RECORD_HEADER) as usize;
         debug_assert!(idx as u64 + len <= self.cap);
@@ -139,6 +171,7 @@ impl<'a> Ring<'a> {
     }
 
     /// Zero positions [from, to) (at most one capacity long).
+    #[cfg(not(loom))]
     fn zero(&self, from: u64, to: u64) {
         debug_assert!(to - from <= self.cap);
         let mut p = from;
@@ -150,6 +183,58 @@ impl<'a> Ring<'a> {
             // moves past them, and the release lock makes this the only writer.
             unsafe { std::ptr::write_bytes(self.data.add(idx as usize), 0, n as usize) };
             p += n;
+        }
+    }
+
+    // The same four in the loom model: the ring is words, payloads are copied a word at a time
+    // with Relaxed accesses (the header word's Release store and Acquire load order them, as
+    // they order the plain byte copies above).
+
+    #[cfg(loom)]
+    fn hword(&self, pos: u64) -> &AtomicU64 {
+        // Rounds down to a word, as above.
+        &self.data[((pos & self.mask) / 8) as usize]
+    }
+
+    #[cfg(loom)]
+    fn write_payload(&self, pos: u64, msg: &Msg) {
+        let idx = ((pos & self.mask) + RECORD_HEADER) as usize;
+        debug_assert!(idx as u64 + msg.len() <= self.cap);
+        let mut bytes = msg.0.iter().chain(msg.1).copied();
+        let mut left = msg.len() as usize;
+        let mut w = idx / 8;
+        while left > 0 {
+            // The model's check of the ring invariant: claimed bytes are still zero.
+            let old = self.data[w].load(Relaxed);
+            assert_eq!(old, 0, "claimed payload word {w} is not zero: {old:#x}");
+            let n = left.min(8);
+            let mut b = [0u8; 8];
+            b[..n].iter_mut().for_each(|x| *x = bytes.next().unwrap());
+            self.data[w].store(u64::from_le_bytes(b), Relaxed);
+            left -= n;
+            w += 1;
+        }
+    }
+
+    #[cfg(loom)]
+    fn read_payload(&self, pos: u64, len: u64, out: &mut Vec<u8>) {
+        let idx = ((pos & self.mask) + RECORD_HEADER) as usize;
+        debug_assert!(idx as u64 + len <= self.cap);
+        let mut left = len as usize;
+        let mut w = idx / 8;
+        while left > 0 {
+            let n = left.min(8);
+            out.extend_from_slice(&self.data[w].load(Relaxed).to_le_bytes()[..n]);
+            left -= n;
+            w += 1;
+        }
+    }
+
+    #[cfg(loom)]
+    fn zero(&self, from: u64, to: u64) {
+        debug_assert!(to - from <= self.cap && from % 8 == 0 && to % 8 == 0);
+        for p in (from..to).step_by(8) {
+            self.hword(p).store(0, Relaxed);
         }
     }
 
@@ -211,6 +296,9 @@ impl<'a> Ring<'a> {
                 .compare_exchange(t, t + claim, AcqRel, Relaxed)
                 .is_err()
             {
+                // Withdraw the intent: this retry may return NoSpace, and a stale intent of a
+                // live handle would stop recovery of the dead writer of the range it names.
+                me.claim_start.store(NONE, Relaxed);
                 continue;
             }
             crate::fault::hook(crate::fault::Step::Claimed);
@@ -352,6 +440,9 @@ impl<'a> Ring<'a> {
                 .compare_exchange(h, p, AcqRel, Relaxed)
                 .is_err()
             {
+                // Withdraw the intent: this retry may return without taking anything, and a
+                // stale intent of a live handle would stop recovery of a dead reader's record.
+                me.read_start.store(NONE, Relaxed);
                 continue;
             }
             if items == 0 {
@@ -493,7 +584,20 @@ impl<'a> Ring<'a> {
     // ---- recovery ----
 
     fn slot_alive(&self, i: u32) -> bool {
-        i == self.me.slot || attach::held_by_other(self.file, i)
+        i == self.me.slot || self.held_by_other(i)
+    }
+
+    /// Whether another handle holds slot `i` (a lock probe on the segment file).
+    #[cfg(not(loom))]
+    fn held_by_other(&self, i: u32) -> bool {
+        attach::held_by_other(self.file, i)
+    }
+
+    /// The loom model checks the protocol without crashes (tests/faults.rs covers those):
+    /// every slot is alive.
+    #[cfg(loom)]
+    fn held_by_other(&self, _i: u32) -> bool {
+        true
     }
 
     fn owner_alive(&self, owner: u64) -> bool {
@@ -505,7 +609,7 @@ impl<'a> Ring<'a> {
         if slot == self.me.slot {
             return gen == self.me.gen;
         }
-        self.slots[slot as usize].gen.load(Acquire) == gen && attach::held_by_other(self.file, slot)
+        self.slots[slot as usize].gen.load(Acquire) == gen && self.held_by_other(slot)
     }
 
     /// Whether a live slot's intent overlaps [from, to) in the ring (compared by place in the

@@ -4,13 +4,14 @@
 //! that finds no waiters makes no syscall. The futex calls are the process-shared kind (no
 //! FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED file mapping.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::layout::sync::{fence, AtomicU32, Ordering};
 use crate::layout::WakeLine;
 
 /// Sleep while `word == expected`, at most `timeout`. Returns on wake, timeout, signal or
 /// value change; callers re-check their condition.
+#[cfg(not(loom))]
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -32,6 +33,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 }
 
 /// Wake every process sleeping on `word`.
+#[cfg(not(loom))]
 pub fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not touch memory.
     unsafe {
@@ -47,10 +49,16 @@ pub fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+// The loom model never sleeps (its threads retry after `loom::thread::yield_now`): no futex.
+#[cfg(loom)]
+pub fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Duration) {}
+#[cfg(loom)]
+pub fn futex_wake_all(_word: &AtomicU32) {}
+
 /// After publishing a change (with a SeqCst store or RMW), wake the sleepers on `line` if any.
 #[inline]
 pub fn wake(line: &WakeLine) {
-    std::sync::atomic::fence(Ordering::SeqCst);
+    fence(Ordering::SeqCst);
     if line.waiters.load(Ordering::SeqCst) > 0 {
         line.seq.fetch_add(1, Ordering::SeqCst);
         futex_wake_all(&line.seq);
@@ -148,7 +156,7 @@ pub fn spin(busy: Duration, polite: Duration, mut ready: impl FnMut() -> bool) -
 
 /// Wake `join` callers after tasks were marked done.
 pub fn wake_tasks(line: &crate::layout::TaskLine) {
-    std::sync::atomic::fence(Ordering::SeqCst);
+    fence(Ordering::SeqCst);
     if line.join_waiters.load(Ordering::SeqCst) > 0 {
         line.join_seq.fetch_add(1, Ordering::SeqCst);
         futex_wake_all(&line.join_seq);
