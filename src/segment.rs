@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::{self, Acquire};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -229,14 +229,40 @@ impl Segment {
         let len = meta.len();
         let capacity = validate(&file, len)?;
         let map = map_file(&file, len, populate)?;
-        Ok(Segment {
+        let seg = Segment {
             file,
             map,
             path: path.to_path_buf(),
             capacity,
             dev: meta.dev(),
             ino: meta.ino(),
-        })
+        };
+        seg.check_cursors()?;
+        Ok(seg)
+    }
+
+    /// Check the ring's cursors: 8-aligned and `released <= head <= tail <= released +
+    /// capacity`. They only grow, so reading released, head, tail and released again (in that
+    /// order) cannot see a live queue break these rules; a file that does is corrupt.
+    fn check_cursors(&self) -> Result<()> {
+        let h = self.header();
+        let released = h.rel.released.load(Acquire);
+        let head = h.cons.head.load(Acquire);
+        let tail = h.prod.tail.load(Acquire);
+        let released_again = h.rel.released.load(Acquire);
+        let aligned = (released | head | tail) % 8 == 0;
+        let ordered = released <= head
+            && head <= tail
+            && tail <= released_again.saturating_add(self.capacity);
+        if aligned && ordered {
+            Ok(())
+        } else {
+            Err(QueueError::corrupt(format!(
+                "ring cursors out of order or unaligned (released {released}, head {head}, \
+                 tail {tail}, capacity {})",
+                self.capacity
+            )))
+        }
     }
 
     /// Whether `self.path` still names this segment's file (it was not unlinked or replaced).

@@ -569,22 +569,54 @@ fn a_closed_segment_left_at_its_path_is_cleared() {
 }
 
 #[test]
-fn unaligned_cursors_in_a_corrupt_file_stay_inside_the_ring() {
-    // Found by fuzzing segment_open: a tail of capacity - 1 made a put store a padding header
-    // at the last byte of the ring, 7 bytes of it past the end of the mapping (and its length
-    // underflowed). Cursors come from the file, so every header access must stay in the ring.
+fn corrupt_cursors_are_rejected_at_open() {
+    // tail, head and released live at offsets 128, 256 and 384.
+    let cases: [[u64; 3]; 5] = [
+        [4095, 4095, 4095],   // unaligned
+        [8, 16, 0],           // tail behind head
+        [16, 8, 16],          // head behind released
+        [4096 + 64, 0, 0],    // more than a capacity in use
+        [u64::MAX - 7, 8, 8], // near overflow
+    ];
+    for [tail, head, released] in cases {
+        let name = unique("badcursor");
+        let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+        let path = q.path();
+        drop(q);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for (offset, v) in [(128, tail), (256, head), (384, released)] {
+            bytes[offset..offset + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = SageQueue::open(&name, true)
+            .err()
+            .expect("corrupt cursors must not open");
+        assert!(matches!(err, QueueError::NotAQueue { .. }), "{err:?}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the file was modified"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn unaligned_cursors_written_after_open_stay_inside_the_ring() {
+    // Found by fuzzing segment_open (before open checked cursors): a tail of capacity - 1 made
+    // a put store a padding header at the last byte of the ring, 7 bytes of it past the end of
+    // the mapping (and its length underflowed). Cursors are shared memory that any process
+    // with write access can change after open, so every header access must stay in the ring.
+    use std::os::unix::fs::FileExt;
     for cursor in [4095u64, 4093, 4097, 8191 + 4096] {
         let name = unique("unaligned");
         let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
         let path = q.path();
-        let mut bytes = std::fs::read(&path).unwrap();
-        drop(q);
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         for offset in [128, 256, 384] {
-            // tail, head, released
-            bytes[offset..offset + 8].copy_from_slice(&cursor.to_le_bytes());
+            // tail, head, released, through the file into the live mapping
+            file.write_all_at(&cursor.to_le_bytes(), offset).unwrap();
         }
-        std::fs::write(&path, &bytes).unwrap();
-        let q = SageQueue::open(&name, true).unwrap();
         // Whatever each call returns (a message or a typed error), none panics or hangs.
         for _ in 0..3 {
             let _ = q.put(b"x", 0.0);
@@ -593,6 +625,10 @@ fn unaligned_cursors_in_a_corrupt_file_stay_inside_the_ring() {
             let _ = q.get_batch(8, 1 << 20, 0.0);
         }
         let _ = q.stats();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            4096 + 4096 + 64 * 1024
+        );
+        q.unlink().unwrap();
     }
 }
