@@ -18,8 +18,13 @@ fn queue() -> &'static (Arc<SageQueue>, u64) {
     Q.get_or_init(|| {
         common::queue_dir();
         let q = Arc::new(
-            SageQueue::open_or_create(&format!("fz-batch-{}", std::process::id()), 16384, 0o600, true)
-                .expect("create queue"),
+            SageQueue::open_or_create(
+                &format!("fz-batch-{}", std::process::id()),
+                16384,
+                0o600,
+                true,
+            )
+            .expect("create queue"),
         );
         let id = q.clone().raw_id();
         (q, id)
@@ -51,15 +56,24 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(q.qsize(), 0);
     let (res, expected) = if data[0] % 2 == 0 {
         let frames = &data[1..];
-        let expected = parse_frames(frames).ok().map(|v| v.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>());
+        let expected = parse_frames(frames)
+            .ok()
+            .map(|v| v.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>());
         (q.put_batch(frames, 0.0), expected)
     } else {
         let rest = &data[1..];
-        let split = if rest.len() >= 2 { u16::from_le_bytes([rest[0], rest[1]]) as usize } else { 0 };
+        let split = if rest.len() >= 2 {
+            u16::from_le_bytes([rest[0], rest[1]]) as usize
+        } else {
+            0
+        };
         let rest = rest.get(2..).unwrap_or(&[]);
         let split = split.min(rest.len());
         let (lengths, payloads) = rest.split_at(split);
-        (raw_put_many(*id, lengths, payloads, 0.0), table(lengths, payloads))
+        (
+            raw_put_many(*id, lengths, payloads, 0.0),
+            table(lengths, payloads),
+        )
     };
     match res {
         Ok(n) => {
