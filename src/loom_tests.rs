@@ -236,7 +236,6 @@ fn produce(shm: &Shm, slot: usize, msgs: &[Vec<u8>], batch: usize, nowait: bool)
         "producer {slot}: no space after {TRIES} tries; {}",
         shm.state()
     );
-    shm.producers_done.fetch_add(1, SeqCst);
     done
 }
 
@@ -282,8 +281,9 @@ struct Model {
     sends: &'static [&'static [usize]],
     batch: usize,
     nowait: bool,
-    /// Put every message (from the main thread) before the consumers start.
-    prefill: bool,
+    /// How many of each producer's messages the main thread puts before any thread starts
+    /// (`usize::MAX`: all of them, and no producer threads).
+    prefill: usize,
     consumers: usize,
     max_items: usize,
     /// Loom's preemption bound, unless `LOOM_MAX_PREEMPTIONS` sets one.
@@ -329,13 +329,19 @@ impl Model {
         let mut producers = Vec::new();
         let mut put = Vec::new();
         for (p, msgs) in sent.iter().enumerate() {
-            if self.prefill {
-                put.push(produce(&shm, p, msgs, self.batch, self.nowait));
+            let first = self.prefill.min(msgs.len());
+            let early = produce(&shm, p, &msgs[..first], self.batch, self.nowait);
+            if first == msgs.len() || early < first {
+                shm.producers_done.fetch_add(1, SeqCst);
+                put.push(early);
                 continue;
             }
-            let (shm, msgs, batch, nowait) = (shm.clone(), msgs.clone(), self.batch, self.nowait);
+            let (shm, rest, batch, nowait) =
+                (shm.clone(), msgs[first..].to_vec(), self.batch, self.nowait);
             producers.push(thread::spawn(move || {
-                produce(&shm, p, &msgs, batch, nowait)
+                let n = produce(&shm, p, &rest, batch, nowait);
+                shm.producers_done.fetch_add(1, SeqCst);
+                early + n
             }));
         }
         let mut consumers = Vec::new();
@@ -420,7 +426,7 @@ fn loom_mpmc() {
         sends: &[&[2], &[9]],
         batch: 1,
         nowait: false,
-        prefill: false,
+        prefill: 0,
         consumers: 2,
         max_items: 1,
         bound: 0,
@@ -442,7 +448,7 @@ fn loom_producers_race_and_reuse() {
         sends: &[&[2, 7], &[8, 3]],
         batch: 1,
         nowait: false,
-        prefill: false,
+        prefill: 0,
         consumers: 1,
         max_items: 1,
         bound: 1,
@@ -468,7 +474,7 @@ fn loom_consumers_race() {
         sends: &[&[2, 9], &[12, 3]],
         batch: 1,
         nowait: false,
-        prefill: true,
+        prefill: usize::MAX,
         consumers: 2,
         max_items: 1,
         bound: 2,
@@ -488,7 +494,7 @@ fn loom_batch() {
         sends: &[&[5, 10, 2]],
         batch: 3,
         nowait: false,
-        prefill: false,
+        prefill: 0,
         consumers: 1,
         max_items: 2,
         bound: 2,
@@ -514,7 +520,30 @@ fn loom_put_nowait() {
         sends: &[&[17], &[18]],
         batch: 1,
         nowait: true,
-        prefill: false,
+        prefill: 0,
+        consumers: 1,
+        max_items: 1,
+        bound: 2,
+    }
+    .run();
+}
+
+/// A consumer takes a PADDING record and the message after it in one step, and a producer
+/// reuses the padding's place as soon as it is freed: the padding is free once the head is
+/// past it, so the consumer must not read its header again (found by the soak: it read the
+/// new lap's bytes there, walked past its message and returned nothing). The first message
+/// (and the padding before it, at the end of the lap) is put before the threads start, so the
+/// producer thread is running, not waiting, when the consumer takes them.
+#[test]
+fn loom_padding_reused_while_taken() {
+    Model {
+        name: "padding_reused_while_taken",
+        cap: 32,
+        start: 24,
+        sends: &[&[8, 8]],
+        batch: 1,
+        nowait: false,
+        prefill: 1,
         consumers: 1,
         max_items: 1,
         bound: 2,

@@ -51,12 +51,14 @@ impl Me {
     }
 }
 
-/// Cursor values this handle saw last. Cursors only grow, so a cached value is a safe
-/// lower bound; it is refreshed only when it is not enough.
+/// Cursor values this handle saw last (cursors only grow, so a cached value is a safe lower
+/// bound; it is refreshed only when it is not enough), and `try_get`'s reusable list of the
+/// records it is taking.
 #[derive(Default)]
 pub struct Cache {
     pub tail: u64,
     pub released: u64,
+    taking: Vec<(u64, u64)>,
 }
 
 /// A view of a mapped segment for one handle.
@@ -386,6 +388,7 @@ impl<'a> Ring<'a> {
             let mut p = h;
             let mut items = 0usize;
             let mut bytes = 0u64;
+            cache.taking.clear();
             while p < cache.tail && items < max_items {
                 let w = self.hword(p).load(Acquire);
                 // While the head stays at `h` these headers are this lap's; if another consumer
@@ -398,6 +401,7 @@ impl<'a> Ring<'a> {
                         }
                         match self.check_span(p, w, cache.tail) {
                             Ok(s) => {
+                                cache.taking.push((p, len));
                                 p += s;
                                 items += 1;
                                 bytes += len;
@@ -453,15 +457,12 @@ impl<'a> Ring<'a> {
             self.hdr.cons.msgs_out.fetch_add(items as u64, Relaxed);
             self.hdr.cons.bytes_out.fetch_add(bytes, Relaxed);
             crate::fault::hook(crate::fault::Step::Taken);
-            let mut q = h;
-            while q < p {
-                let w = self.hword(q).load(Acquire);
-                let s = span(word_len(w));
-                if word_state(w) == COMMITTED {
-                    sink(self, q, word_len(w));
-                    self.hword(q).store(word(word_len(w), CONSUMED), SeqCst);
-                }
-                q += s;
+            // Only the COMMITTED records the scan found are ours now. The padding and dead
+            // records between them are free once the head is past them: a releaser may zero
+            // them and a producer reuse their place, so their headers are never read again.
+            for &(q, len) in &cache.taking {
+                sink(self, q, len);
+                self.hword(q).store(word(len, CONSUMED), SeqCst);
             }
             me.read_start.store(NONE, Release);
             let backlog = p - self.hdr.rel.released.load(Relaxed);

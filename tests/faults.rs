@@ -1,7 +1,8 @@
 //! Kill -9 at each protocol step, reached deterministically with the `fault-injection` hooks:
 //! a forked child stops itself (SIGSTOP) at the step, the test SIGKILLs it there, and the
 //! surviving handle must carry on: dead claims skipped, dead reads freed, a dead release-lock
-//! holder's work finished, the dead attachment reclaimed.
+//! holder's work finished, the dead attachment reclaimed. The same hooks also pause a
+//! consumer inside its take while others go on (not a crash).
 //! Run with: cargo test --features fault-injection --test faults
 #![cfg(feature = "fault-injection")]
 
@@ -38,6 +39,42 @@ fn kill_child_at(name: &str, step: Step, op: fn(&SageQueue)) {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, &mut status, 0);
     }
+}
+
+/// Fork a child that opens `name`, arms `step` and runs `op`; return its pid once it has
+/// stopped at the step. `resume_child` lets it go on and returns its exit code.
+fn stop_child_at(name: &str, step: Step, op: fn(&SageQueue) -> bool) -> libc::pid_t {
+    // SAFETY: as in kill_child_at.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let q = SageQueue::open(name, false).unwrap();
+        stop_at(Some(step));
+        let ok = op(&q);
+        q.detach();
+        // SAFETY: exiting the forked child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting on our own child with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFSTOPPED(status), "child did not stop at {step:?}");
+    pid
+}
+
+fn resume_child(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: continuing and reaping our own stopped child.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+    }
+    assert!(
+        libc::WIFEXITED(status),
+        "child did not exit: status {status}"
+    );
+    libc::WEXITSTATUS(status)
 }
 
 /// Move more than `rounds` capacities through the queue; fails if it wedges.
@@ -119,6 +156,31 @@ fn kill_at_every_step() {
     });
     churn(&q, 3);
     assert_eq!(q.stats().unwrap().attached, 1);
+
+    // Not a crash: a consumer pauses right after taking a padding record and the message
+    // after it, while a producer frees the padding and writes a new message over its place.
+    // The consumer must still return its message (it used to read the new bytes as the
+    // padding's header, walk past its message and return nothing; found by the soak).
+    drop(q);
+    let name = unique("padding");
+    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    for _ in 0..3 {
+        q.put(&[1u8; 1000], 0.0).unwrap(); // 1008 bytes each in the ring
+        q.get(0.0).unwrap();
+    }
+    // At 3024 only 1072 bytes are left in the lap: PADDING to 4096, the message at 4096.
+    q.put(&[2u8; 2000], 0.0).unwrap();
+    let pid = stop_child_at(&name, Step::Taken, |q| q.get(0.0).unwrap() == [2u8; 2000]);
+    // Needs the padding's space: the put frees it and writes across its place.
+    q.put(&[0xabu8; 1500], 0.0).unwrap();
+    assert_eq!(
+        resume_child(pid),
+        0,
+        "the consumer lost or damaged its message"
+    );
+    assert_eq!(q.get(0.0).unwrap(), [0xabu8; 1500]);
+    assert_eq!(q.stats().unwrap().lost, 0);
+    churn(&q, 3);
 
     // Nothing is left behind once the survivors close.
     drop(q);
