@@ -1,8 +1,7 @@
 //! Fault injection for tests: with the `fault-injection` feature, a process can be told to stop
 //! itself with SIGSTOP at one protocol step (by `stop_at`, or by the environment variable
 //! `SAGE_QUEUE_FAULT=<Step name>` read at the first hook), so a test can SIGKILL it exactly
-//! there. Without the feature every hook is empty and costs nothing; in the loom model the
-//! Taken hook yields to the other threads.
+//! there. Without the feature every hook is empty and costs nothing.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -52,16 +51,6 @@ mod imp {
 #[cfg(feature = "fault-injection")]
 pub use imp::{hook, stop_at};
 
-#[cfg(all(not(feature = "fault-injection"), not(loom)))]
+#[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn hook(_step: Step) {}
-
-/// In the loom model (src/loom_tests.rs) a consumer yields right after taking records, so
-/// loom runs producers and releasers inside that window: its bounded search did not reach it
-/// otherwise (yielding at every step did not either: loom deprioritises yielded threads).
-#[cfg(all(not(feature = "fault-injection"), loom))]
-pub fn hook(step: Step) {
-    if step == Step::Taken {
-        loom::thread::yield_now();
-    }
-}

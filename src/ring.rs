@@ -72,6 +72,10 @@ pub struct Ring<'a> {
     /// In the loom model (src/loom_tests.rs) the ring is an array of 8-byte words.
     #[cfg(loom)]
     data: &'a [AtomicU64],
+    /// In the loom model: yield right after taking records, so loom runs other threads in
+    /// that window (its bounded search did not reach it otherwise).
+    #[cfg(loom)]
+    yield_at_taken: bool,
     cap: u64,
     mask: u64,
     me: Me,
@@ -108,6 +112,7 @@ impl<'a> Ring<'a> {
         slots: &'a [Slot],
         data: &'a [AtomicU64],
         me: Me,
+        yield_at_taken: bool,
     ) -> Ring<'a> {
         let cap = 8 * data.len() as u64;
         assert!(cap.is_power_of_two());
@@ -115,6 +120,7 @@ impl<'a> Ring<'a> {
             hdr,
             slots,
             data,
+            yield_at_taken,
             cap,
             mask: cap - 1,
             me,
@@ -457,6 +463,10 @@ impl<'a> Ring<'a> {
             self.hdr.cons.msgs_out.fetch_add(items as u64, Relaxed);
             self.hdr.cons.bytes_out.fetch_add(bytes, Relaxed);
             crate::fault::hook(crate::fault::Step::Taken);
+            #[cfg(loom)]
+            if self.yield_at_taken {
+                loom::thread::yield_now();
+            }
             // Only the COMMITTED records the scan found are ours now. The padding and dead
             // records between them are free once the head is past them: a releaser may zero
             // them and a producer reuse their place, so their headers are never read again.
