@@ -12,43 +12,15 @@ use common::*;
 use sage_queue::{stop_at, QueueError, SageQueue, Step};
 use std::time::{Duration, Instant};
 
-/// Fork a child that opens `name`, arms `step` and runs `op`; wait until it has stopped at the
-/// step, then SIGKILL it and reap it.
-fn kill_child_at(name: &str, step: Step, op: fn(&SageQueue)) {
+/// Fork a child that opens `name`, arms `step` and runs `op` (exit code 0 if it returns true);
+/// return its pid once it has stopped at the step.
+fn stop_child_at(name: &str, step: Step, op: impl FnOnce(&SageQueue) -> bool) -> libc::pid_t {
     // SAFETY: the child only opens the queue, runs `op` and exits with _exit; this test binary
     // has a single test, so no other test thread holds locks the child could need.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
         let q = SageQueue::open(name, true).unwrap();
-        stop_at(Some(step));
-        op(&q);
-        // SAFETY: exiting the forked child without running the parent's destructors.
-        unsafe { libc::_exit(3) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting on our own child with a valid status pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
-    assert_eq!(r, pid);
-    assert!(
-        libc::WIFSTOPPED(status),
-        "child did not stop at {step:?}: status {status}"
-    );
-    // SAFETY: signalling and reaping our own stopped child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, &mut status, 0);
-    }
-}
-
-/// Fork a child that opens `name`, arms `step` and runs `op`; return its pid once it has
-/// stopped at the step. `resume_child` lets it go on and returns its exit code.
-fn stop_child_at(name: &str, step: Step, op: fn(&SageQueue) -> bool) -> libc::pid_t {
-    // SAFETY: as in kill_child_at.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let q = SageQueue::open(name, false).unwrap();
         stop_at(Some(step));
         let ok = op(&q);
         q.detach();
@@ -59,10 +31,28 @@ fn stop_child_at(name: &str, step: Step, op: fn(&SageQueue) -> bool) -> libc::pi
     // SAFETY: waiting on our own child with a valid status pointer.
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
     assert_eq!(r, pid);
-    assert!(libc::WIFSTOPPED(status), "child did not stop at {step:?}");
+    assert!(
+        libc::WIFSTOPPED(status),
+        "child did not stop at {step:?}: status {status}"
+    );
     pid
 }
 
+/// `stop_child_at`, then SIGKILL the child there and reap it.
+fn kill_child_at(name: &str, step: Step, op: fn(&SageQueue)) {
+    let pid = stop_child_at(name, step, |q| {
+        op(q);
+        true
+    });
+    let mut status = 0;
+    // SAFETY: signalling and reaping our own stopped child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+/// Let a child stopped by `stop_child_at` go on; returns its exit code.
 fn resume_child(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     // SAFETY: continuing and reaping our own stopped child.
