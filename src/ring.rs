@@ -4,7 +4,9 @@
 //! Producers claim space with one CAS on `tail` after announcing the range in their slot's
 //! claim intent, write a WRITING header, copy the payload, then store COMMITTED. Consumers read
 //! `tail` (so the header they look at belongs to the current lap), see COMMITTED at `head`,
-//! announce a read intent, CAS `head` past the record(s), copy out, then store CONSUMED. The
+//! announce a read intent, CAS `head` past the record(s), copy out, then store CONSUMED. After
+//! the CAS only the COMMITTED records a consumer took are its own: padding and dead records
+//! below `head` may be freed and their place reused at once, so it never reads them again. The
 //! holder of the release lock zeroes consumed records in order and advances `released`; every
 //! byte at or above `released` (up to `released + capacity`) is zero or belongs to a live claim.
 //!
