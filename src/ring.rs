@@ -394,24 +394,22 @@ impl<'a> Ring<'a> {
             // Every position below cache.tail was claimed in this lap, so headers there are
             // zero (not yet written) or this lap's records.
             let mut p = h;
-            let mut items = 0usize;
             let mut bytes = 0u64;
             cache.taking.clear();
-            while p < cache.tail && items < max_items {
+            while p < cache.tail && cache.taking.len() < max_items {
                 let w = self.hword(p).load(Acquire);
                 // While the head stays at `h` these headers are this lap's; if another consumer
                 // moved it, they may be anything, and the head CAS below fails anyway.
                 let bad = match word_state(w) {
                     COMMITTED => {
                         let len = word_len(w);
-                        if items > 0 && bytes + len > max_bytes {
+                        if !cache.taking.is_empty() && bytes + len > max_bytes {
                             break;
                         }
                         match self.check_span(p, w, cache.tail) {
                             Ok(s) => {
                                 cache.taking.push((p, len));
                                 p += s;
-                                items += 1;
                                 bytes += len;
                                 None
                             }
@@ -457,6 +455,7 @@ impl<'a> Ring<'a> {
                 me.read_start.store(NONE, Relaxed);
                 continue;
             }
+            let items = cache.taking.len();
             if items == 0 {
                 // Only padding or dead records: skipped; the releaser frees them.
                 me.read_start.store(NONE, Release);
