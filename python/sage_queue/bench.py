@@ -6,6 +6,8 @@ is CLOCK_MONOTONIC, shared by all processes). Results print as a table with rati
 peer, and can be written as JSON and as a PNG chart (matplotlib, optional).
 
     sage-queue bench [--quick] [--json out.json] [--png out.png] [--only small_dict,1KiB]
+
+Progress lines go to stderr only when it is a terminal.
 """
 
 import argparse
@@ -18,7 +20,9 @@ import statistics
 import sys
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .cli import positive_int
 
 SMALL = {"id": 1, "data": [1, 2, 3], "meta": "SAGE", "score": 0.5}
 RING = 64 * 1024 * 1024
@@ -35,47 +39,49 @@ class Impl:
     def make(self) -> Any:
         raise NotImplementedError
 
-    def put(self, q, item) -> None:
+    def put(self, q: Any, item: Any) -> None:
         q.put(item)
 
-    def get(self, q) -> Any:
+    def get(self, q: Any) -> Any:
         return q.get()
 
-    def put_many(self, q, items) -> None:
+    def put_many(self, q: Any, items: List[Any]) -> None:
         q.put(items)
 
-    def get_many(self, q) -> List[Any]:
-        return q.get()
+    def get_many(self, q: Any) -> List[Any]:
+        items: List[Any] = q.get()
+        return items
 
-    def close(self, q) -> None:
+    def close(self, q: Any) -> None:
         pass
 
 
 class Sage(Impl):
     name = "sage-queue"
 
-    def make(self):
+    def make(self) -> Any:
         from sage_queue import SageQueue
 
         return SageQueue(f"bench-{uuid.uuid4().hex[:12]}", maxsize=RING)
 
-    def put_many(self, q, items):
+    def put_many(self, q: Any, items: List[Any]) -> None:
         q.put_many(items)
 
-    def get_many(self, q):
-        return q.get_many(BATCH)
+    def get_many(self, q: Any) -> List[Any]:
+        items: List[Any] = q.get_many(max_items=BATCH)
+        return items
 
-    def close(self, q):
+    def close(self, q: Any) -> None:
         q.close()
 
 
 class MpQueue(Impl):
     name = "multiprocessing.Queue"
 
-    def make(self):
+    def make(self) -> Any:
         return _CTX.Queue()
 
-    def close(self, q):
+    def close(self, q: Any) -> None:
         q.close()
         q.join_thread()
 
@@ -83,28 +89,29 @@ class MpQueue(Impl):
 class FasterFifo(Impl):
     name = "faster-fifo"
 
-    def make(self):
-        import faster_fifo
+    def make(self) -> Any:
+        import faster_fifo  # type: ignore[import-not-found,unused-ignore]
 
         return faster_fifo.Queue(max_size_bytes=RING)
 
-    def put_many(self, q, items):
+    def put_many(self, q: Any, items: List[Any]) -> None:
         q.put_many(items, block=True, timeout=60)
 
-    def get_many(self, q):
-        return q.get_many(block=True, timeout=60, max_messages_to_get=BATCH)
+    def get_many(self, q: Any) -> List[Any]:
+        items: List[Any] = q.get_many(block=True, timeout=60, max_messages_to_get=BATCH)
+        return items
 
-    def get(self, q):
+    def get(self, q: Any) -> Any:
         return q.get(block=True, timeout=60)
 
-    def close(self, q):
+    def close(self, q: Any) -> None:
         q.close()
 
 
 def available_impls() -> List[Impl]:
     impls: List[Impl] = [Sage(), MpQueue()]
     try:
-        import faster_fifo  # noqa: F401
+        import faster_fifo  # type: ignore[import-not-found,unused-ignore] # noqa: F401
 
         impls.append(FasterFifo())
     except ImportError:
@@ -119,7 +126,10 @@ def _peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _producer(impl: Impl, q, item, count: int, batched: bool, out) -> None:
+Result = Dict[str, float]
+
+
+def _producer(impl: Impl, q: Any, item: Any, count: int, batched: bool, out: Any) -> None:
     t0 = time.perf_counter()
     if batched:
         chunk = [item] * BATCH
@@ -131,7 +141,7 @@ def _producer(impl: Impl, q, item, count: int, batched: bool, out) -> None:
     out.put(("p", t0, _peak_rss_kib()))
 
 
-def _consumer(impl: Impl, q, count: int, batched: bool, out) -> None:
+def _consumer(impl: Impl, q: Any, count: int, batched: bool, out: Any) -> None:
     n = 0
     if batched:
         while n < count:
@@ -143,7 +153,7 @@ def _consumer(impl: Impl, q, count: int, batched: bool, out) -> None:
     out.put(("c", time.perf_counter(), _peak_rss_kib()))
 
 
-def _echo(impl: Impl, qin, qout, count: int) -> None:
+def _echo(impl: Impl, qin: Any, qout: Any, count: int) -> None:
     for _ in range(count):
         impl.put(qout, impl.get(qin))
 
@@ -151,7 +161,14 @@ def _echo(impl: Impl, qin, qout, count: int) -> None:
 # ---- scenarios ----
 
 
-def throughput(impl: Impl, item, count: int, producers=1, consumers=1, batched=False):
+def throughput(
+    impl: Impl,
+    item: Any,
+    count: int,
+    producers: int = 1,
+    consumers: int = 1,
+    batched: bool = False,
+) -> Result:
     q = impl.make()
     out = _CTX.Queue()
     per_p = count // producers
@@ -166,7 +183,7 @@ def throughput(impl: Impl, item, count: int, producers=1, consumers=1, batched=F
     ]
     for p in procs:
         p.start()
-    reports = [out.get(timeout=300) for _ in procs]
+    reports: List[Tuple[str, float, int]] = [out.get(timeout=300) for _ in procs]
     for p in procs:
         p.join()
     impl.close(q)
@@ -174,18 +191,18 @@ def throughput(impl: Impl, item, count: int, producers=1, consumers=1, batched=F
     end = max(t for k, t, _ in reports if k == "c")
     size = len(item) if isinstance(item, bytes) else None
     secs = end - start
-    res = {"items_per_s": total / secs, "seconds": secs, "items": total,
+    res: Result = {"items_per_s": total / secs, "seconds": secs, "items": total,
            "peak_rss_mib": max(r for _, _, r in reports) / 1024}  # fmt: skip
     if size:
         res["mb_per_s"] = total * size / secs / 1e6
     return res
 
 
-def round_trip(impl: Impl, item, count: int):
+def round_trip(impl: Impl, item: Any, count: int) -> Result:
     a, b = impl.make(), impl.make()
     echo = _CTX.Process(target=_echo, args=(impl, a, b, count))
     echo.start()
-    lat = []
+    lat: List[float] = []
     for _ in range(count):
         t = time.perf_counter()
         impl.put(a, item)
@@ -199,10 +216,10 @@ def round_trip(impl: Impl, item, count: int):
             "items_per_s": count / (sum(lat) / 1e6)}  # fmt: skip
 
 
-def scenarios(quick: bool) -> Dict[str, Callable[[Impl], dict]]:
+def scenarios(quick: bool) -> Dict[str, Callable[[Impl], Result]]:
     k = 0.2 if quick else 1.0
 
-    def n(x):
+    def n(x: int) -> int:
         return max(BATCH, int(x * k))
 
     return {
@@ -221,22 +238,41 @@ def scenarios(quick: bool) -> Dict[str, Callable[[Impl], dict]]:
 HEADLINE = {"round_trip": "p50_us"}
 
 
-def headline(scenario: str, res: dict) -> float:
+SCENARIOS = tuple(scenarios(True))
+
+
+def headline(scenario: str, res: Result) -> float:
     if scenario in HEADLINE:
         return res[HEADLINE[scenario]]
-    return res.get("mb_per_s") if scenario in ("64KiB", "1MiB") else res["items_per_s"]
+    return res["mb_per_s"] if scenario in ("64KiB", "1MiB") else res["items_per_s"]
 
 
-def run(quick=False, only: Optional[List[str]] = None, json_path=None, png_path=None) -> dict:
+def _show_progress() -> bool:
+    """Progress lines (rewritten in place with \\r) only on a terminal, not into a log."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def run(
+    quick: bool = False,
+    only: Optional[Sequence[str]] = None,
+    json_path: Optional[str] = None,
+    png_path: Optional[str] = None,
+) -> Dict[str, Any]:
     impls = available_impls()
-    results: Dict[str, Dict[str, dict]] = {}
+    results: Dict[str, Dict[str, Result]] = {}
     todo = {s: f for s, f in scenarios(quick).items() if not only or s in only}
+    progress = _show_progress()
     for s, f in todo.items():
         results[s] = {}
         for impl in impls:
-            print(f"\r[{s}] {impl.name} ...".ljust(60), end="", file=sys.stderr, flush=True)
+            if progress:
+                print(f"\r[{s}] {impl.name} ...".ljust(60), end="", file=sys.stderr, flush=True)
             results[s][impl.name] = f(impl)
-    print("\r".ljust(60) + "\r", end="", file=sys.stderr)
+    if progress:
+        print("\r".ljust(60) + "\r", end="", file=sys.stderr, flush=True)
     report = {"machine": machine(), "quick": quick, "results": results}
     print(table(results))
     if json_path:
@@ -248,7 +284,7 @@ def run(quick=False, only: Optional[List[str]] = None, json_path=None, png_path=
     return report
 
 
-def machine() -> dict:
+def machine() -> Dict[str, Any]:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -259,7 +295,7 @@ def machine() -> dict:
             "kernel": platform.release()}  # fmt: skip
 
 
-def table(results: Dict[str, Dict[str, dict]]) -> str:
+def table(results: Dict[str, Dict[str, Result]]) -> str:
     peers = [p for p in ("multiprocessing.Queue", "faster-fifo")
              if any(p in r for r in results.values())]  # fmt: skip
     head = f"{'scenario':<20}{'metric':<10}{'sage-queue':>12}" + "".join(
@@ -283,12 +319,12 @@ def table(results: Dict[str, Dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def chart(results: Dict[str, Dict[str, dict]], path: str) -> None:
+def chart(results: Dict[str, Dict[str, Result]], path: str) -> None:
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import-not-found,unused-ignore]
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         print("matplotlib is not installed; no chart written", file=sys.stderr)
         return
@@ -312,7 +348,9 @@ def chart(results: Dict[str, Dict[str, dict]], path: str) -> None:
     print(f"chart written to {path}")
 
 
-def median_of(runs: int, json_path=None, png_path=None, **kw) -> dict:
+def median_of(
+    runs: int, json_path: Optional[str] = None, png_path: Optional[str] = None, **kw: Any
+) -> Dict[str, Any]:
     """Run the whole suite `runs` times and keep each number's median."""
     reports = [run(**kw) for _ in range(runs)]
     merged = reports[0]
@@ -338,7 +376,7 @@ def micro(count: int = 100_000) -> Dict[str, float]:
     from sage_queue import SageQueue
     from sage_queue import _native as native
 
-    out = {}
+    out: Dict[str, float] = {}
     q = SageQueue(f"micro-{uuid.uuid4().hex[:12]}", maxsize=64 << 20)
     raw = native.SageQueue.open(q.name, True)
     chunk = min(count, 20_000)
@@ -367,20 +405,38 @@ def micro(count: int = 100_000) -> Dict[str, float]:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="sage-queue bench", description=__doc__.split("\n")[0])
+def scenario_list(text: str) -> List[str]:
+    """argparse type of --only: comma-separated names from SCENARIOS."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        what = f"unknown scenario {', '.join(map(repr, unknown))}" if unknown else "no scenario"
+        raise argparse.ArgumentTypeError(f"{what} (choose from {', '.join(SCENARIOS)})")
+    return names
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="sage-queue bench", description=(__doc__ or "").split("\n")[0]
+    )
     ap.add_argument("--quick", action="store_true", help="fewer items per scenario")
-    ap.add_argument("--only", help="comma-separated scenario names")
+    ap.add_argument(
+        "--only",
+        type=scenario_list,
+        metavar="NAME[,NAME...]",
+        help=f"comma-separated scenarios, of: {', '.join(SCENARIOS)}",
+    )
     ap.add_argument("--json", dest="json_path", help="write results as JSON here")
     ap.add_argument("--png", dest="png_path", help="save a chart here (needs matplotlib)")
-    ap.add_argument("--runs", type=int, default=1, help="repeat and report medians")
+    ap.add_argument("--runs", type=positive_int, default=1, help="repeat and report medians")
     ap.add_argument("--micro", action="store_true", help="only: us per put and per get")
     a = ap.parse_args(argv)
     if a.micro:
         micro()
         return 0
-    only = a.only.split(",") if a.only else None
-    kw = dict(quick=a.quick, only=only, json_path=a.json_path, png_path=a.png_path)
+    kw: Dict[str, Any] = dict(
+        quick=a.quick, only=a.only, json_path=a.json_path, png_path=a.png_path
+    )
     if a.runs > 1:
         median_of(a.runs, **kw)
     else:

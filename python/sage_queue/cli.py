@@ -4,20 +4,25 @@ a small multi-process demo.
     sage-queue ls              queues of this user: capacity, bytes used, messages, attached
     sage-queue stat NAME       every statistic of one queue
     sage-queue rm NAME         remove a queue (attached processes see it closed)
+    sage-queue rm --force NAME   ... also a file of that name that is not a valid queue
     sage-queue gc              remove queues whose processes have all exited
+    sage-queue gc --invalid    ... and this user's files that are not valid queues
     sage-queue demo            one producer process feeding two consumer processes
+    sage-queue bench           benchmark against multiprocessing.Queue and faster-fifo
+    sage-queue --version
 """
 
 import argparse
+import importlib.metadata
 import json
 import multiprocessing
 import os
 import sys
 import time
 import uuid
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from .errors import SageQueueError
+from .errors import IncompatibleQueue, NotAQueueError, SageQueueError
 from .queue import (
     SageQueue,
     cleanup_invalid_queues,
@@ -27,8 +32,45 @@ from .queue import (
     queue_dir,
 )
 
+# The version when the package metadata is missing (a source tree on PYTHONPATH); the same as
+# Cargo.toml's, which the wheel's metadata takes (a test keeps the two equal).
+__version__ = "0.1.0"
 
-def _table(rows: List[List[str]], right: set) -> str:
+
+def version() -> str:
+    """This package's version: from the installed distribution's metadata, else __version__."""
+    try:
+        return importlib.metadata.version("sage-queue")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
+# ---- argument types: a bad value is an argparse error (exit code 2), not a traceback ----
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _table(rows: List[List[str]], right: Set[int]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
@@ -84,9 +126,29 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _invalid_file(name: str) -> Optional[Dict[str, Any]]:
+    """The listing entry of ``name`` if it is a file of this user that is not a valid queue."""
+    for info in list_all_sage_queues():
+        if info["name"] == name and not info["valid"]:
+            return info
+    return None
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
     name = full_name(args.name, args.namespace)
-    if destroy_queue(name):
+    try:
+        removed = destroy_queue(name, force=args.force)
+    except (NotAQueueError, IncompatibleQueue) as exc:
+        info = _invalid_file(name)
+        path = info["path"] if info else name
+        print(
+            f"sage-queue: error: not removed: {path} is not a valid queue ({exc}); "
+            f"'sage-queue rm --force {args.name}"
+            f"{' --namespace ' + args.namespace if args.namespace else ''}' removes it anyway",
+            file=sys.stderr,
+        )
+        return 1
+    if removed:
         print(f"removed {name}")
         return 0
     print(f"sage-queue: no queue named {name!r} in {queue_dir()}", file=sys.stderr)
@@ -94,10 +156,18 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    removed = cleanup_invalid_queues()
+    removed = cleanup_invalid_queues(include_invalid=args.invalid)
     for name in removed:
         print(f"removed {name}")
     print(f"{len(removed)} queue(s) removed")
+    if not args.invalid:
+        for info in list_all_sage_queues():
+            if not info["valid"]:
+                print(
+                    f"sage-queue: kept {info['path']}: not a valid queue ({info['error']}); "
+                    "'sage-queue gc --invalid' removes it",
+                    file=sys.stderr,
+                )
     return 0
 
 
@@ -115,7 +185,7 @@ def _demo_producer(q: SageQueue, results: SageQueue, count: int, consumers: int)
 
 def _demo_consumer(q: SageQueue, results: SageQueue, index: int) -> None:
     n = total = 0
-    start = None
+    start: Optional[float] = None
     while True:
         item = q.get()
         if start is None:
@@ -141,7 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         for p in procs:
             p.start()
-        reports = []
+        reports: List[Tuple[str, int, int, int, float]] = []
         try:
             for _ in procs:
                 reports.append(results.get(timeout=args.timeout))
@@ -179,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and manage sage-queue shared-memory queues "
         f"(folder: $SAGE_QUEUE_DIR, else /dev/shm; now {queue_dir()}).",
     )
+    parser.add_argument("--version", action="version", version=f"sage-queue {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("ls", help="list this user's queues")
@@ -194,15 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rm", help="remove a queue (attached processes see it closed)")
     p.add_argument("name")
     p.add_argument("-n", "--namespace", help="namespace the queue was created in")
+    p.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="also remove a file of this name that is not a valid queue (listed as invalid)",
+    )
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("gc", help="remove queues whose processes have all exited")
+    p.add_argument(
+        "--invalid",
+        action="store_true",
+        help="also remove this user's files that are not valid queues (listed as invalid)",
+    )
     p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("demo", help="one producer process feeding two consumer processes")
-    p.add_argument("--count", type=int, default=300_000, help="messages to send")
-    p.add_argument("--maxsize", type=int, default=1 << 20, help="queue size in bytes")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up after this long")
+    p.add_argument("--count", type=positive_int, default=300_000, help="messages to send")
+    p.add_argument("--maxsize", type=positive_int, default=1 << 20, help="queue size in bytes")
+    p.add_argument(
+        "--timeout", type=positive_float, default=120.0, help="give up after this many seconds"
+    )
     p.set_defaults(func=cmd_demo)
 
     # Listed for --help; main() hands everything after "bench" to the benchmark's own parser.
@@ -210,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -222,8 +306,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return func(args)
     except (SageQueueError, ValueError, OSError) as exc:
         print(f"sage-queue: error: {exc}", file=sys.stderr)
         return 1
