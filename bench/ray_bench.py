@@ -46,7 +46,7 @@ class Ops:
 
     def get_batch(self, k: int) -> list:
         if self.sage:
-            return self.q.get_many(k)
+            return self.q.get_many(max_items=k)
         # Ray's queue has no blocking batch get: take k if there are k, else what is there,
         # else wait for one.
         try:

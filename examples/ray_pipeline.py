@@ -54,7 +54,7 @@ class Mapper:
     def run(self, batch: int) -> int:
         done = 0
         while True:
-            items = [self.inq.get()] if batch == 1 else self.inq.get_many(batch)
+            items = [self.inq.get()] if batch == 1 else self.inq.get_many(max_items=batch)
             stops = sum(1 for it in items if it is STOP)
             data = [self.transform(it) for it in items if it is not STOP]
             if len(data) == 1:
@@ -78,7 +78,7 @@ class Sink:
     def run(self, producers: int, batch: int) -> dict:
         count, id_sum = 0, 0
         while producers:
-            for item in [self.inq.get()] if batch == 1 else self.inq.get_many(batch):
+            for item in [self.inq.get()] if batch == 1 else self.inq.get_many(max_items=batch):
                 if item is STOP:
                     producers -= 1
                 else:

@@ -139,12 +139,6 @@ class _Local(threading.local):
 local = _Local()
 
 
-def status():
-    """This thread's reusable call status and a c_void_p of its address."""
-    t = local.t
-    return t.status, t.address
-
-
 def view(n: int) -> memoryview:
     """This thread's view buffer (as bytes), just filled with ``n`` bytes by a view call."""
     t = local.t
@@ -155,9 +149,20 @@ def view(n: int) -> memoryview:
     return t.view
 
 
-def forget_view() -> None:
-    """After an interrupted view call: its result may have moved the buffer unseen."""
-    local.t.view_capacity = -1
+def discard(t: Thread) -> None:
+    """Forget what a call that an exception interrupted may have left in this thread's state.
+
+    A signal handler's exception (Ctrl-C) can leave a call between the native return and the
+    status check: the status may hold an error that belongs to that call (its buffer is freed
+    here, so no later call sees it) and the view buffer may have moved unseen. Every path that
+    uses the thread's status or view calls this when any exception leaves it, and every call
+    clears the status code before it starts, so nothing of one call survives into the next."""
+    if t.status.code:
+        try:
+            raise_status(t.status)
+        except BaseException:
+            pass
+    t.view_capacity = -1
 
 
 def raise_status(st) -> None:
@@ -166,6 +171,22 @@ def raise_status(st) -> None:
         _gen._uniffi_check_call_status(_gen._UniffiFfiConverterTypeQueueError, st)
     finally:
         st.code = 0
+
+
+def call(fn, *args):
+    """``fn(*args, status)`` with this thread's status: cleared first, checked after, and
+    discarded (with the view's place) if any exception interrupts the call."""
+    t = local.t
+    st = t.status
+    st.code = 0
+    try:
+        result = fn(*args, t.address)
+    except BaseException:
+        discard(t)
+        raise
+    if st.code:
+        raise_status(st)
+    return result
 
 
 def seconds(timeout: float):
@@ -197,52 +218,34 @@ def raw_put(qid: int, data: bytes, timeout: float) -> None:
     """The generated raw_put's signature and behaviour, over the direct entry point."""
     if not ENABLED:
         return _gen.raw_put(qid, data, timeout)
-    st, addr = status()
-    put(ctypes.c_uint64(qid), len(data), data, seconds(timeout), addr)
-    if st.code:
-        raise_status(st)
+    call(put, ctypes.c_uint64(qid), len(data), data, seconds(timeout))
 
 
 def raw_put_pair(qid: int, head: bytes, body: bytes, timeout: float) -> None:
     if not ENABLED:
         return _gen.raw_put_pair(qid, head, body, timeout)
-    st, addr = status()
-    put_pair(ctypes.c_uint64(qid), len(head), head, len(body), body, seconds(timeout), addr)
-    if st.code:
-        raise_status(st)
+    call(put_pair, ctypes.c_uint64(qid), len(head), head, len(body), body, seconds(timeout))
 
 
 def raw_get_view(qid: int, timeout: float) -> int:
     if not ENABLED:
         return _gen.raw_get_view(qid, timeout)
-    st, addr = status()
-    n = get_view(ctypes.c_uint64(qid), seconds(timeout), addr)
-    if st.code:
-        raise_status(st)
-    return n
+    return call(get_view, ctypes.c_uint64(qid), seconds(timeout))
 
 
 def raw_put_many(qid: int, lengths: bytes, payloads: bytes, timeout: float) -> int:
     if not ENABLED:
         return _gen.raw_put_many(qid, lengths, payloads, timeout)
-    st, addr = status()
-    n = put_many(
-        ctypes.c_uint64(qid), len(lengths), lengths, len(payloads), payloads,
-        seconds(timeout), addr,
+    return call(
+        put_many, ctypes.c_uint64(qid), len(lengths), lengths, len(payloads), payloads,
+        seconds(timeout),
     )  # fmt: skip
-    if st.code:
-        raise_status(st)
-    return n
 
 
 def raw_get_many_view(qid: int, max_items: int, max_bytes: int, timeout: float) -> int:
     if not ENABLED:
         return _gen.raw_get_many_view(qid, max_items, max_bytes, timeout)
-    st, addr = status()
-    n = get_many_view(
-        ctypes.c_uint64(qid), ctypes.c_uint32(max_items), ctypes.c_uint64(max_bytes),
-        seconds(timeout), addr,
+    return call(
+        get_many_view, ctypes.c_uint64(qid), ctypes.c_uint32(max_items),
+        ctypes.c_uint64(max_bytes), seconds(timeout),
     )  # fmt: skip
-    if st.code:
-        raise_status(st)
-    return n

@@ -48,16 +48,45 @@ class InvalidQueueName(SageQueueError, ValueError):
 
 
 class MessageTooLarge(SageQueueError, ValueError):
-    """A serialized item larger than the queue's largest message; it can never fit."""
+    """A serialized item larger than the queue's largest message; it can never fit.
 
-    _fields = ("size", "max_size")
+    ``size`` and ``max_size`` count what the caller gave: for a ``bytes`` item under the
+    pickle serializer (``tag``), its own length and the largest such item, which is one byte
+    below the queue's max_message_size (the item travels with a one-byte tag).
+    ``needed_maxsize`` is the smallest ``maxsize`` of a queue that takes it (None: none can)."""
 
-    def __init__(self, size: int, max_size: int):
-        super().__init__(
-            f"message of {size} bytes is larger than this queue's limit of {max_size} bytes"
-        )
+    _fields = ("size", "max_size", "tag")
+
+    def __init__(self, size: int, max_size: int, tag: bool = False):
         self.size = size
         self.max_size = max_size
+        self.tag = tag
+        self.needed_maxsize = needed_maxsize(size + tag)
+        kind = "a bytes item" if tag else "a message"
+        text = f"{kind} of {size} bytes is larger than this queue's limit of {max_size} bytes"
+        if tag:
+            text += " for bytes items (the pickle serializer adds a one-byte tag to them)"
+        if self.needed_maxsize is None:
+            largest = _native.max_message_size(MAX_CAPACITY) - tag
+            text += f"; no queue can hold it (the largest message is {largest} bytes): split it"
+        else:
+            text += f"; this item needs maxsize >= {self.needed_maxsize}"
+        super().__init__(text)
+
+
+# The largest ring a queue can have (bytes); see the native layout.
+MAX_CAPACITY = 1 << 40
+
+
+def needed_maxsize(message_bytes: int) -> Optional[int]:
+    """The smallest queue maxsize (a power of two) whose largest message holds
+    ``message_bytes``, or None if no queue can."""
+    capacity = 4096
+    while _native.max_message_size(capacity) < message_bytes:
+        capacity *= 2
+        if capacity > MAX_CAPACITY:
+            return None
+    return capacity
 
 
 class _OSErrorMessage(OSError):
@@ -152,6 +181,17 @@ class QueueIOError(SageQueueError, OSError):
         super().__init__(message)
 
 
+class QueueNoSpace(SageQueueError, _OSErrorMessage):
+    """The queue folder has no room for the ring asked for; nothing was created. The message
+    names the folder, the bytes asked and the bytes free."""
+
+    _fields = ("reason",)
+
+    def __init__(self, reason: str):
+        super().__init__(errno.ENOSPC, reason)
+        self.reason = reason
+
+
 class InvalidArgument(SageQueueError, ValueError):
     """An argument the native core rejects (e.g. task_done() called too many times)."""
 
@@ -197,6 +237,8 @@ def from_native(err: Exception, name: Optional[str] = None) -> BaseException:
         return QueuePermissionError(err.reason)
     if isinstance(err, e.InvalidArgument):
         return InvalidArgument(err.reason)
+    if isinstance(err, e.NoSpace):
+        return QueueNoSpace(err.reason)
     if isinstance(err, e.Io):
         return QueueIOError(err.reason)
     return err

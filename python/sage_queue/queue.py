@@ -18,7 +18,9 @@ import array
 import atexit
 import ctypes
 import functools
+import math
 import multiprocessing.util
+import operator
 import os
 import pickle
 import queue
@@ -55,6 +57,8 @@ from .serializers import (
 )
 
 DEFAULT_MAXSIZE = 1024 * 1024
+# get_many's default bound on the number of items (faster-fifo's); max_bytes bounds it too.
+DEFAULT_MAX_MESSAGES = 1_000_000_000
 # Longest single native wait: a signal handler (Ctrl-C) runs at most this late.
 _SLICE = 0.05
 _U32_MAX = 2**32 - 1
@@ -97,23 +101,42 @@ def full_name(name: str, namespace: Optional[str] = None) -> str:
     return full
 
 
+def _positive_int(what: str, value: Any, meaning: str) -> int:
+    """``value`` as an int (any integer type, e.g. numpy's: operator.index), or ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be {meaning}, not {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be {meaning}, not {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{what} must be {meaning}, not {value!r}")
+    return number
+
+
 # ---- waiting ----
 
 
 def _check_timeout(block: bool, timeout: Optional[float]) -> None:
-    """queue.Queue's rule: a blocking call with a negative timeout is a ValueError."""
-    if block and timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
+    """queue.Queue's rule: a blocking call with a negative timeout is a ValueError; so is NaN
+    (as in multiprocessing.Queue), which would otherwise wait forever."""
+    if block and timeout is not None:
+        if timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if timeout != timeout:
+            raise ValueError("'timeout' must be a number of seconds, not NaN")
 
 
 def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
-    """Seconds a call may wait: 0.0 = try once, None = forever (queue.Queue's rules)."""
+    """Seconds a call may wait: 0.0 = try once, None = forever (queue.Queue's rules; an
+    infinite timeout also waits forever)."""
     if not block:
         return 0.0
     if timeout is None:
         return None
     _check_timeout(block, timeout)
-    return float(timeout)
+    wait = float(timeout)
+    return None if wait == math.inf else wait
 
 
 # The first byte of a message that carries a bytes item as it is (pickle streams start 0x80).
@@ -193,11 +216,13 @@ def _close_all() -> None:
             pass
 
 
-def _reattach_all_in_child() -> None:
+def _mark_all_forked_in_child() -> None:
+    """After fork, in the child: every live handle is the parent's attachment. Each re-attaches
+    on its first use in the child (so a child that never uses its queues pays nothing)."""
     global _live_lock
     _live_lock = threading.Lock()  # another parent thread may have held the old one
     for q in list(_live):
-        q._reattach_after_fork()
+        q._forked()
 
 
 def _close_all_at_child_exit(_obj) -> None:
@@ -207,7 +232,7 @@ def _close_all_at_child_exit(_obj) -> None:
 
 
 atexit.register(_close_all)
-os.register_at_fork(after_in_child=_reattach_all_in_child)
+os.register_at_fork(after_in_child=_mark_all_forked_in_child)
 multiprocessing.util.register_after_fork(_close_all, _close_all_at_child_exit)
 
 
@@ -302,13 +327,13 @@ class SageQueue:
         create: Optional[bool] = None,
     ):
         self._native = None
+        self._forked_from = None  # the parent's native handle, until re-attached after fork
         self._cid = ctypes.c_uint64(0)  # id 0 names no handle: a call on it raises Closed
         self._closed_reason: Optional[str] = None
         self.original_name = name
         self.namespace = namespace
         self.name = full_name(name, namespace)
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize <= 0:
-            raise ValueError(f"maxsize must be a positive number of bytes, not {maxsize!r}")
+        maxsize = _positive_int("maxsize", maxsize, "a positive number of bytes")
         self.auto_cleanup = bool(auto_cleanup)
         self._serializer_spec = serializer
         self._serializer = get_serializer(serializer)
@@ -338,26 +363,45 @@ class SageQueue:
     # ---- plumbing ----
 
     def _handle(self):
+        """This handle's native object (re-attached first in a forked child), or QueueClosed."""
+        if self._forked_from is not None:
+            self._reattach_after_fork()
         native = self._native
         if native is None:
             raise QueueClosed(self.name, self._closed_reason or "this handle was closed")
         return native
 
-    def _reattach_after_fork(self) -> None:
-        """In a forked child: swap the inherited handle (the parent's attachment) for our own.
+    def _open_handle(self):
+        """The native object for a call that does not check the queue's state itself:
+        QueueClosed also when the queue was removed (by this or any process)."""
+        native = self._handle()
+        if native.is_closed():
+            raise QueueClosed(self.name, "the queue was removed")
+        return native
 
-        The inherited native object is only dropped: its Rust side sees the pid change and
-        leaves the parent's attachment alone."""
-        if self._native is None:
-            return
+    def _forked(self) -> None:
+        """In a forked child: stop using the inherited handle (the parent's attachment).
+        Id 0 names no handle, so a direct call fails with Closed and the handle re-attaches
+        (``_fast_failed``); other calls re-attach in ``_handle``."""
+        if self._native is not None:
+            self._forked_from = self._native
+            self._cid = ctypes.c_uint64(0)
+            self._id = 0
+
+    def _reattach_after_fork(self) -> None:
+        """Swap the inherited handle for one of this process. The inherited native object is
+        only dropped: its Rust side sees the pid change and leaves the parent's attachment
+        alone."""
+        self._forked_from = None
         try:
             native = _native.SageQueue.open(self.name, self.auto_cleanup)
-            self._id = native.raw_id()
-            self._cid = ctypes.c_uint64(self._id)
-            self._native = native
         except _NativeError as e:
             self._native = None
             self._closed_reason = f"could not re-attach after fork: {from_native(e, self.name)}"
+            return
+        self._id = native.raw_id()
+        self._cid = ctypes.c_uint64(self._id)
+        self._native = native
 
     # ---- put / get ----
 
@@ -383,15 +427,21 @@ class SageQueue:
             if timeout is not None:
                 _check_timeout(block, timeout)
             t = _LOCAL.t
-            if head is None:
-                done = _TRY_PUT(self._cid, 0, b"", len(data), data, t.address)
-            else:
-                done = _TRY_PUT(self._cid, 1, head, len(data), data, t.address)
-            if t.status.code:
-                self._raise_status(t.status)
-            if done:
+            st = t.status
+            st.code = 0  # nothing an interrupted call left behind may pass for this call's
+            try:
+                if head is None:
+                    done = _TRY_PUT(self._cid, 0, b"", len(data), data, t.address)
+                else:
+                    done = _TRY_PUT(self._cid, 1, head, len(data), data, t.address)
+            except BaseException:
+                _fast.discard(t)
+                raise
+            if st.code:
+                self._fast_failed(st, head is not None)  # returns only after a fork: retry
+            elif done:
                 return
-            if not block:
+            elif not block:
                 raise queue.Full
         wait = _wait_time(block, timeout)
         self._handle()
@@ -401,7 +451,7 @@ class SageQueue:
             else:
                 _sliced(_fast.raw_put_pair, wait, self._id, head, data)
         except _NativeError as e:
-            raise self._error(e) from None
+            raise self._error(e, head is not None) from None
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Take one item; wait for one as queue.Queue.get does (raises queue.Empty).
@@ -415,22 +465,29 @@ class SageQueue:
         # waiting; waiting is _wait_view.
         if timeout is not None:
             _check_timeout(block, timeout)
-        n = _TRY_GET_VIEW(self._cid, t.address)
-        if t.status.code:
-            self._raise_status(t.status)
-        if n == _NOTHING:
-            if not block:
-                raise queue.Empty
-            n = self._wait_view(block, timeout)
-        mv = t.view if n <= t.view_capacity else _fast.view(n)
+        st = t.status
+        st.code = 0  # nothing an interrupted call left behind may pass for this call's
+        try:
+            n = _TRY_GET_VIEW(self._cid, t.address)
+            if st.code:
+                self._fast_failed(st)  # returns only after a fork: retry
+                n = self._wait_view(block, timeout)
+            elif n == _NOTHING:
+                if not block:
+                    raise queue.Empty
+                n = self._wait_view(block, timeout)
+            mv = t.view if n <= t.view_capacity else _fast.view(n)
+        except BaseException:
+            _fast.discard(t)
+            raise
         if not self._tag_bytes:
             return decode(self._serializer, mv[:n].tobytes())
         if n and mv[0] == 0:  # _BYTES_TAG
             return mv[1:n].tobytes()
         # A pickle loads in place; ``busy`` keeps a get inside the load (from unpickling
         # code) off the buffer meanwhile.
-        t.busy = True
         try:
+            t.busy = True
             return _loads(mv[:n])
         except Exception as exc:
             raise deserialization_error(mv[:n].tobytes(), exc) from exc
@@ -445,9 +502,6 @@ class SageQueue:
             return _sliced(_fast.raw_get_view, wait, self._id)
         except _NativeError as e:
             raise self._error(e) from None
-        except BaseException:
-            _fast.forget_view()
-            raise
 
     def _get_copied(self, block: bool, timeout: Optional[float]) -> Any:
         """get() without this thread's view buffer: the message comes back as bytes."""
@@ -459,22 +513,30 @@ class SageQueue:
             raise self._error(e) from None
         return self._decode(data)
 
-    def _raise_status(self, st) -> None:
-        """Raise the error a failed native call left in ``st``, as this handle's exception."""
+    def _fast_failed(self, st, tagged: bool = False) -> None:
+        """Raise the error a direct native call left in ``st`` as this handle's exception;
+        but in a forked child whose handle is still the parent's (the call failed with
+        Closed), re-attach and return, and the caller retries on the slow path."""
         try:
             _fast.raise_status(st)
         except _NativeError as e:
-            raise self._error(e) from None
+            if self._forked_from is not None and isinstance(e, _native.QueueError.Closed):
+                self._handle()
+                return
+            raise self._error(e, tagged) from None
 
     def _decode(self, data: bytes) -> Any:
         if self._tag_bytes and data[:1] == _BYTES_TAG:
             return data[1:]
         return decode(self._serializer, data)
 
-    def _error(self, e: Exception) -> Exception:
-        """The Python exception for a native error on this handle."""
+    def _error(self, e: Exception, tagged: bool = False) -> BaseException:
+        """The Python exception for a native error on this handle. ``tagged``: the message
+        was a bytes item plus its one-byte tag, which a size error leaves out of its numbers."""
         if self._native is None:
             return QueueClosed(self.name, self._closed_reason or "this handle was closed")
+        if tagged and isinstance(e, _native.QueueError.TooLarge):
+            return MessageTooLarge(e.size - 1, e.max_size - 1, tag=True)
         return from_native(e, self.name)
 
     def put_nowait(self, item: Any) -> None:
@@ -495,9 +557,12 @@ class SageQueue:
         total = len(payloads)
         if total == 0:
             return 0
-        biggest = max(map(len, payloads))
-        if biggest > self.max_message_size:
-            raise MessageTooLarge(biggest, self.max_message_size)
+        biggest = max(payloads, key=len)
+        if len(biggest) > self.max_message_size:
+            tagged = self._tag_bytes and biggest[:1] == _BYTES_TAG
+            raise MessageTooLarge(
+                len(biggest) - tagged, self.max_message_size - tagged, tag=tagged
+            )
         lengths = array.array("I", map(len, payloads))
         body = b"".join(payloads)
         wait = _wait_time(block, timeout)
@@ -535,27 +600,44 @@ class SageQueue:
             for x in items
         ]
 
+    def put_many_nowait(self, items: Iterable[Any]) -> int:
+        """put_many without waiting (faster-fifo's name): BatchFull if not all fit now."""
+        return self.put_many(items, block=False)
+
     def get_many(
         self,
-        max_items: int,
         block: bool = True,
         timeout: Optional[float] = None,
+        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
+        *,
+        max_items: Optional[int] = None,
         max_bytes: Optional[int] = None,
     ) -> List[Any]:
-        """Wait for one item (as get does), then take up to ``max_items`` items whose
-        serialized sizes total at most ``max_bytes`` (always at least one); one native call.
+        """Wait for one item (as get does), then take up to ``max_messages_to_get`` items
+        (``max_items`` is the same bound under a shorter name) whose serialized sizes total
+        at most ``max_bytes`` (default: the ring size; always at least one item); one native
+        call. The signature is faster-fifo's, except that ``timeout=None`` waits forever as
+        in ``queue.Queue``.
 
         If some messages cannot be loaded, raises the first DeserializationError after all
         were taken; its ``items`` lists every result in order, failed ones as their error."""
-        if max_items < 1:
-            raise ValueError("max_items must be at least 1")
+        if type(block) is int:  # bool is a subclass of int; a plain int here is a mistake
+            raise TypeError(
+                f"get_many()'s first argument is block (a bool), not {block!r}: "
+                "pass the number of items as max_messages_to_get= or max_items="
+            )
+        if max_items is not None:
+            max_messages_to_get = max_items
+        max_messages_to_get = operator.index(max_messages_to_get)
+        if max_messages_to_get < 1:
+            raise ValueError("max_messages_to_get must be at least 1")
         if max_bytes is None:
             max_bytes = self.maxsize
         elif max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
         wait = _wait_time(block, timeout)
         native = self._handle()
-        items = min(max_items, _U32_MAX)
+        items = min(max_messages_to_get, _U32_MAX)
         t = _LOCAL.t
         if t.busy:
             # Called while an item loads from this thread's view buffer: leave the buffer be.
@@ -566,20 +648,20 @@ class SageQueue:
             return self._decode_all(_split_frames(frames))
         try:
             n = _sliced(_fast.raw_get_many_view, wait, self._id, items, max_bytes)
+            mv = _fast.view(n)[:n]
         except _NativeError as e:
             raise self._error(e) from None
         except BaseException:
-            _fast.forget_view()
+            _fast.discard(t)
             raise
         # The view: payloads, then their u32 lengths, then the u32 count.
-        mv = _fast.view(n)[:n]
         count = int.from_bytes(mv[n - 4 :], "little")
         lengths = array.array("I")
         lengths.frombytes(mv[n - 4 - 4 * count : n - 4])
         if sys.byteorder != "little":
             lengths.byteswap()
-        t.busy = True  # items load in place: a get inside a load must leave the buffer be
         try:
+            t.busy = True  # items load in place: a get inside a load must leave the buffer be
             if self._tag_bytes:
                 try:
                     return self._load_pickles(mv, lengths)
@@ -588,6 +670,10 @@ class SageQueue:
             return self._decode_all(_table_payloads(mv, lengths))
         finally:
             t.busy = False
+
+    def get_many_nowait(self, max_messages_to_get: int = DEFAULT_MAX_MESSAGES) -> List[Any]:
+        """get_many without waiting (faster-fifo's name): queue.Empty if the queue is empty."""
+        return self.get_many(False, max_messages_to_get=max_messages_to_get)
 
     def _decode_all(self, payloads: Iterable[bytes]) -> List[Any]:
         """Decode every payload; if some fail, raise the first DeserializationError after all
@@ -625,19 +711,29 @@ class SageQueue:
 
     def qsize(self) -> int:
         """Messages in the queue now (counted in shared memory, across all processes)."""
-        return self._handle().qsize()
+        return self._open_handle().qsize()
 
     def empty(self) -> bool:
-        return self._handle().is_empty()
+        return self._open_handle().is_empty()
 
     def full(self) -> bool:
         """Whether not even an empty message fits now."""
-        return self._handle().is_full()
+        return self._open_handle().is_full()
 
     @property
     def closed(self) -> bool:
-        """Whether this handle is closed (the queue itself may live on)."""
-        return self._native is None
+        """Whether this handle is closed, or the queue was removed by any process (then
+        every call raises QueueClosed)."""
+        native = self._native
+        return native is None or native.is_closed()
+
+    def join_thread(self) -> None:
+        """multiprocessing.Queue's join_thread: a no-op, since a put is in shared memory when
+        it returns (there is no feeder thread to wait for)."""
+
+    def cancel_join_thread(self) -> None:
+        """multiprocessing.Queue's cancel_join_thread: a no-op, for the same reason (nothing is
+        buffered in this process, so exiting never waits for a flush)."""
 
     def task_done(self) -> None:
         """Mark one fetched item as processed (queue.Queue.task_done), for every process."""
@@ -789,11 +885,14 @@ class SageQueue:
 # ---- module functions ----
 
 
-def destroy_queue(name: str, namespace: Optional[str] = None) -> bool:
-    """Remove a queue by name; attached processes see it closed. False if it did not exist."""
+def destroy_queue(name: str, namespace: Optional[str] = None, *, force: bool = False) -> bool:
+    """Remove a queue by name; attached processes see it closed. False if it did not exist.
+
+    A file at the queue's path that is not a valid segment raises NotAQueueError and is left
+    alone, unless ``force``: then it is removed if it is a regular file of this user."""
     full = full_name(name, namespace)
     try:
-        _native.unlink_queue(full)
+        _native.unlink_queue(full, bool(force))
     except _NativeError as e:
         err = from_native(e, full)
         if isinstance(err, QueueNotFound):
@@ -811,10 +910,13 @@ def list_all_sage_queues() -> List[Dict[str, Any]]:
     return [{f: getattr(i, f) for f in _INFO_FIELDS} for i in infos]
 
 
-def cleanup_invalid_queues() -> List[str]:
-    """Remove every queue of this user whose processes have all exited; returns their names."""
+def cleanup_invalid_queues(include_invalid: bool = False) -> List[str]:
+    """Remove every queue of this user whose processes have all exited; returns their names.
+
+    ``include_invalid``: also remove this user's files in the queue folder that are named like
+    queues but are not valid segments (never modified otherwise)."""
     try:
-        return list(_native.collect_garbage())
+        return list(_native.collect_garbage(bool(include_invalid)))
     except _NativeError as e:
         raise from_native(e) from None
 

@@ -83,7 +83,7 @@ def consume(q, producer, count, sizes):
         if chunk % 2 == 0:
             msgs = [q.get(timeout=WAIT)]
         else:
-            msgs = q.get_many(min(1 + chunk % 23, count - got), timeout=WAIT)
+            msgs = q.get_many(max_items=min(1 + chunk % 23, count - got), timeout=WAIT)
         for m in msgs:
             if m != message(producer, got, size_of(got, sizes)) or (
                 len(m) >= 12 and check_tagged(m) != (producer, got)
@@ -98,7 +98,10 @@ def consume(q, producer, count, sizes):
 def drain(q):
     tags, nbytes, bad, chunk = [], 0, 0, 0
     while True:
-        msgs = [q.get(timeout=WAIT)] if chunk % 2 == 0 else q.get_many(1 + chunk % 23, timeout=WAIT)
+        if chunk % 2 == 0:
+            msgs = [q.get(timeout=WAIT)]
+        else:
+            msgs = q.get_many(max_items=1 + chunk % 23, timeout=WAIT)
         chunk += 1
         stops = sum(1 for m in msgs if m == STOP)
         for m in msgs:

@@ -98,7 +98,7 @@ def consumer(q: SageQueue, results: SageQueue, ident: int) -> None:
 def batch_consumer(q: SageQueue, results: SageQueue, ident: int) -> None:
     seen = []
     while True:
-        items = q.get_many(100, timeout=60)
+        items = q.get_many(max_items=100, timeout=60)
         seen.extend(i for i in items if i is not None)
         sentinels = items.count(None)
         if sentinels:

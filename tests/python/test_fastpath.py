@@ -70,7 +70,7 @@ def test_first_attempts_report_not_now_without_an_error(make_queue):
 def test_batches_through_fast_path(make_queue):
     q = make_queue(maxsize=1 << 16)
     q.put_many(list(range(100)))
-    assert q.get_many(1000) == list(range(100))
+    assert q.get_many(max_items=1000) == list(range(100))
     assert isinstance(q, SageQueue)
 
 
@@ -86,7 +86,7 @@ def test_bytes_items_skip_pickle_and_keep_their_type(make_queue, size):
     got = q.get(timeout=5)
     assert type(got) is bytearray and got == bytearray(b"ab")
     q.put_many([b"\x00", b"x" * size, "s"])
-    assert q.get_many(10, timeout=5) == [b"\x00", b"x" * size, "s"]
+    assert q.get_many(max_items=10, timeout=5) == [b"\x00", b"x" * size, "s"]
 
 
 def test_tagged_bytes_readable_by_a_raw_reader(make_queue):
@@ -103,7 +103,7 @@ _nested_queue = None
 
 def _load_nested():
     q = _nested_queue
-    return ("nested", q.get(timeout=5), q.get_many(2, timeout=5))
+    return ("nested", q.get(timeout=5), q.get_many(max_items=2, timeout=5))
 
 
 class _Nested:
@@ -123,5 +123,6 @@ def test_get_inside_unpickling_leaves_the_outer_message_intact(make_queue):
     q.put_many([[_Nested(), tail], "after"])
     q.put("x" * 500)
     q.put_many(["y", "z"])
-    assert q.get_many(2, timeout=5) == [[("nested", "x" * 500, ["y", "z"]), tail], "after"]
+    nested = [("nested", "x" * 500, ["y", "z"]), tail]
+    assert q.get_many(max_items=2, timeout=5) == [nested, "after"]
     assert q.empty()

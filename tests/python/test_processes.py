@@ -45,7 +45,7 @@ def test_child_by_queue_object(method, make_queue):
     q = make_queue()
     ctx = multiprocessing.get_context(method)
     finish(run(ctx, h.put_into, q, [1, 2, 3]))
-    assert q.get_many(10, timeout=LONG) == [1, 2, 3]
+    assert q.get_many(max_items=10, timeout=LONG) == [1, 2, 3]
     assert q.get_stats()["attached"] == 1
     q.put("parent still attached")
     assert q.get() == "parent still attached"
@@ -238,7 +238,7 @@ def test_producer_killed_mid_stream_leaves_the_queue_usable(make_queue):
     stats = q.get_stats()
     assert stats["lost"] <= 1 and stats["attached"] == 1
     q.put_many(["after", "the kill"])
-    assert q.get_many(10, timeout=LONG) == ["after", "the kill"]
+    assert q.get_many(max_items=10, timeout=LONG) == ["after", "the kill"]
 
 
 @pytest.mark.parametrize("method", CONTEXTS)
@@ -269,7 +269,7 @@ def test_last_child_to_exit_removes_the_queue(method, queue_dir, qname):
 
 BLOCKED = {
     "get": "q.get()",
-    "get_many": "q.get_many(10)",
+    "get_many": "q.get_many(max_items=10)",
     "put": "q.put(b'x' * 2000); q.put(b'x' * 2000); q.put(b'x' * 2000)",
     "put_many": "q.put_many([b'x' * 2000] * 3)",
     "join": "q.put(b'job'); q.join()",

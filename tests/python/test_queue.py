@@ -223,22 +223,22 @@ def test_put_many_and_get_many(make_queue):
     assert q.put_many([]) == 0
     assert q.put_many(range(100)) == 100
     assert q.qsize() == 100
-    assert q.get_many(30) == list(range(30))
-    assert q.get_many(1000) == list(range(30, 100))
+    assert q.get_many(max_items=30) == list(range(30))
+    assert q.get_many(max_items=1000) == list(range(30, 100))
     with pytest.raises(queue.Empty):
-        q.get_many(10, block=False)
+        q.get_many(max_items=10, block=False)
     with pytest.raises(queue.Empty):
-        q.get_many(10, timeout=0.1)
+        q.get_many(max_items=10, timeout=0.1)
     with pytest.raises(ValueError):
-        q.get_many(0)
+        q.get_many(max_items=0)
 
 
 def test_get_many_max_bytes(make_queue):
     q = make_queue(serializer="raw")
     q.put_many([bytes([i]) * 100 for i in range(5)])
-    assert q.get_many(10, max_bytes=250) == [b"\x00" * 100, b"\x01" * 100]
-    assert q.get_many(10, max_bytes=10) == [b"\x02" * 100]  # always at least one
-    assert len(q.get_many(10)) == 2
+    assert q.get_many(max_items=10, max_bytes=250) == [b"\x00" * 100, b"\x01" * 100]
+    assert q.get_many(max_items=10, max_bytes=10) == [b"\x02" * 100]  # always at least one
+    assert len(q.get_many(max_items=10)) == 2
 
 
 def test_get_many_waits_for_the_first_item(make_queue):
@@ -246,7 +246,7 @@ def test_get_many_waits_for_the_first_item(make_queue):
     t = threading.Timer(0.2, q.put_many, args=([1, 2, 3],))
     t.start()
     try:
-        assert q.get_many(10, timeout=LONG) == [1, 2, 3]
+        assert q.get_many(max_items=10, timeout=LONG) == [1, 2, 3]
     finally:
         t.join()
 
@@ -260,7 +260,7 @@ def test_put_many_partial_raises_batch_full_with_count(make_queue):
     assert isinstance(err, queue.Full)
     assert 0 < err.count < 10 and err.total == 10
     assert q.qsize() == err.count
-    assert q.get_many(100) == items[: err.count]  # the first ones, in order
+    assert q.get_many(max_items=100) == items[: err.count]  # the first ones, in order
 
 
 def test_put_many_nowait_on_full_queue(make_queue):
@@ -278,7 +278,7 @@ def test_put_many_finishes_when_room_appears(make_queue):
 
     def drain():
         while len(got) < 10:
-            got.extend(q.get_many(3, timeout=LONG))
+            got.extend(q.get_many(max_items=3, timeout=LONG))
 
     t = threading.Thread(target=drain)
     t.start()
@@ -308,7 +308,7 @@ def test_close_is_idempotent_and_later_calls_raise_queue_closed(make_queue):
         q.get_stats,
         q.reset_stats,
         lambda: q.put_many([1]),
-        lambda: q.get_many(1),
+        lambda: q.get_many(max_items=1),
     ]
     for call in calls:
         with pytest.raises(QueueClosed) as info:
@@ -471,7 +471,7 @@ def test_messages_of_changing_sizes_in_several_threads(make_queue):
                 q.put(bytes([(seed + i) % 256]) * n, timeout=LONG)
                 assert intact(q.get(timeout=LONG))
             q.put_many([b"a" * 200_000, b"b"], timeout=LONG)
-            assert all(intact(item) for item in q.get_many(2, timeout=LONG))
+            assert all(intact(item) for item in q.get_many(max_items=2, timeout=LONG))
         except Exception as e:  # reported below
             errors.append(e)
 

@@ -94,7 +94,7 @@ def test_numpy_arrays_round_trip(make_queue):
     q = make_queue()
     arrays = [np.arange(12, dtype=np.int64).reshape(3, 4), np.linspace(0, 1, 5), np.float32(2.5)]
     q.put_many(arrays)
-    for want, got in zip(arrays, q.get_many(10)):
+    for want, got in zip(arrays, q.get_many(max_items=10)):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
 
@@ -140,7 +140,7 @@ def test_failed_unpickle_in_get_many_keeps_every_result(make_queue, qname):
     raw.put(b"junk")
     q.put(3)
     with pytest.raises(DeserializationError) as info:
-        q.get_many(10)
+        q.get_many(max_items=10)
     items = info.value.items
     assert items[0] == 1 and items[2] == 3
     assert isinstance(items[1], DeserializationError) and items[1].data == b"junk"

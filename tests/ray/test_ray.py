@@ -267,7 +267,7 @@ def test_node_affinity_and_colocated_actors(make_queue):
     assert get([a.node_id.remote() for a in actors]) == [here, here]
     assert get(rh.worker_env.options(**sqray.colocate(q)).remote())["node_id"] == here
     get([a.put.remote(i) for i, a in enumerate(actors)])
-    assert sorted(q.get_many(2, timeout=5)) == [0, 1]
+    assert sorted(q.get_many(max_items=2, timeout=5)) == [0, 1]
     for a in actors:
         ray.kill(a)
 
@@ -281,7 +281,7 @@ def test_create_queue_inside_an_actor(ray_cluster):
     user = rh.QueueUser.options(**sqray.colocate(hosted)).remote(hosted.ref)
     get(user.put_range.remote(0, 100))
     q = hosted.get_queue()
-    assert q.get_many(100, timeout=5) == list(range(100))
+    assert q.get_many(max_items=100, timeout=5) == list(range(100))
     assert attached(q) == 3  # owner, actor, driver
     ray.kill(user)
     q.close()
