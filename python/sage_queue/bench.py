@@ -90,7 +90,7 @@ class FasterFifo(Impl):
     name = "faster-fifo"
 
     def make(self) -> Any:
-        import faster_fifo  # type: ignore[import-not-found,unused-ignore]
+        import faster_fifo
 
         return faster_fifo.Queue(max_size_bytes=RING)
 
@@ -111,7 +111,7 @@ class FasterFifo(Impl):
 def available_impls() -> List[Impl]:
     impls: List[Impl] = [Sage(), MpQueue()]
     try:
-        import faster_fifo  # type: ignore[import-not-found,unused-ignore] # noqa: F401
+        import faster_fifo  # noqa: F401
 
         impls.append(FasterFifo())
     except ImportError:
@@ -321,10 +321,10 @@ def table(results: Dict[str, Dict[str, Result]]) -> str:
 
 def chart(results: Dict[str, Dict[str, Result]], path: str) -> None:
     try:
-        import matplotlib  # type: ignore[import-not-found,unused-ignore]
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+        import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed; no chart written", file=sys.stderr)
         return
@@ -380,11 +380,12 @@ def micro(count: int = 100_000) -> Dict[str, float]:
     q = SageQueue(f"micro-{uuid.uuid4().hex[:12]}", maxsize=64 << 20)
     raw = native.SageQueue.open(q.name, True)
     chunk = min(count, 20_000)
-    for label, put, get, item in (
+    cases: List[Tuple[str, Callable[[Any], None], Callable[[], Any], Any]] = [
         ("SageQueue small dict", q.put, q.get, SMALL),
         ("SageQueue 64 B bytes", q.put, q.get, b"x" * 64),
         ("generated methods 64 B", lambda b: raw.put(b, 0.0), lambda: raw.get(0.0), b"x" * 64),
-    ):
+    ]
+    for label, put, get, item in cases:
         tp = tg = 0.0
         for _ in range(max(1, count // chunk)):
             t0 = time.perf_counter()

@@ -27,7 +27,7 @@ workers must see the same value: pass ``runtime_env=sage_queue.ray.runtime_env()
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -99,9 +99,10 @@ def node_id(queue: QueueLike) -> str:
     if not ray.is_initialized():
         raise RuntimeError("Ray is not initialized: call ray.init() first")
     if ref.is_local():
-        return ray.get_runtime_context().get_node_id()
+        here: str = ray.get_runtime_context().get_node_id()
+        return here
     hostname = ref.host_id.rsplit("/", 1)[0]
-    candidates = sorted(
+    candidates: List[str] = sorted(
         n["NodeID"]
         for n in ray.nodes()
         if n.get("Alive") and n.get("NodeManagerHostname") == hostname
@@ -152,10 +153,10 @@ def start_actors(
 class _QueueOwner:
     """Holds one handle of a queue so that the queue lives as long as this actor."""
 
-    def __init__(self, name: str, maxsize: int, kwargs: Dict[str, Any]):
+    def __init__(self, name: str, maxsize: int, kwargs: Dict[str, Any]) -> None:
         self._queue = SageQueue(name, maxsize, **kwargs)
 
-    def where(self):
+    def where(self) -> Tuple[SageQueueRef, str]:
         return self._queue.get_reference(), ray.get_runtime_context().get_node_id()
 
     def stats(self) -> Dict[str, Any]:
@@ -187,6 +188,7 @@ def create_queue(
         opts.setdefault(
             "scheduling_strategy", NodeAffinitySchedulingStrategy(node_id=node, soft=soft)
         )
-    owner = _QueueOwner.options(**opts).remote(name, maxsize, queue_kwargs)
+    # @ray.remote made _QueueOwner an actor class; type checkers keep the plain class.
+    owner = cast(Any, _QueueOwner).options(**opts).remote(name, maxsize, queue_kwargs)
     ref, where = ray.get(owner.where.remote())
     return HostedQueue(ref=ref, owner=owner, node_id=where)
