@@ -33,6 +33,10 @@ pub enum QueueError {
     InvalidArgument { reason: String },
     #[error("I/O error: {reason}")]
     Io { reason: String },
+    /// Creating a queue found too little space (or memory) behind the queue folder; the reason
+    /// names the folder, the bytes asked for and the bytes free.
+    #[error("{reason}")]
+    NoSpace { reason: String },
 }
 
 impl QueueError {
@@ -45,6 +49,13 @@ impl QueueError {
         QueueError::Io {
             reason: format!("{context}: {err}"),
         }
+    }
+
+    pub(crate) fn is_no_space(err: &io::Error) -> bool {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) | Some(libc::EDQUOT)
+        )
     }
 
     pub(crate) fn closed(reason: &str) -> Self {

@@ -78,11 +78,11 @@ pub fn span(len: u64) -> u64 {
     (RECORD_HEADER + len + 7) & !7
 }
 
-/// Round a requested capacity up to the power of two the ring uses.
-pub fn round_capacity(requested: u64) -> u64 {
-    requested
-        .clamp(MIN_CAPACITY, MAX_CAPACITY)
-        .next_power_of_two()
+/// Round a requested capacity up to the power of two the ring uses (at least MIN_CAPACITY).
+/// None when that power of two is above MAX_CAPACITY: such a request is refused, not clamped.
+pub fn round_capacity(requested: u64) -> Option<u64> {
+    let cap = requested.max(MIN_CAPACITY).checked_next_power_of_two()?;
+    (cap <= MAX_CAPACITY).then_some(cap)
 }
 
 /// The largest payload a ring of `capacity` bytes accepts: one record filling the whole ring,
@@ -198,9 +198,12 @@ mod tests {
         assert_eq!(span(1), 16);
         assert_eq!(span(8), 16);
         assert_eq!(span(9), 24);
-        assert_eq!(round_capacity(0), 4096);
-        assert_eq!(round_capacity(5000), 8192);
-        assert_eq!(round_capacity(65536), 65536);
+        assert_eq!(round_capacity(0), Some(4096));
+        assert_eq!(round_capacity(5000), Some(8192));
+        assert_eq!(round_capacity(65536), Some(65536));
+        assert_eq!(round_capacity(MAX_CAPACITY), Some(MAX_CAPACITY));
+        assert_eq!(round_capacity(MAX_CAPACITY + 1), None);
+        assert_eq!(round_capacity(u64::MAX), None);
         assert_eq!(max_message(4096), 4088);
         assert_eq!(span(max_message(4096)), 4096);
         assert!(max_message(1 << 33) < 1 << 32);

@@ -85,8 +85,14 @@ impl SageQueue {
         if capacity == 0 {
             return Err(QueueError::invalid("capacity must be at least 1 byte"));
         }
+        let Some(rounded) = layout::round_capacity(capacity) else {
+            return Err(QueueError::invalid(format!(
+                "capacity {capacity} bytes is above the largest queue, {} bytes (1 TiB)",
+                layout::MAX_CAPACITY
+            )));
+        };
         let dir = segment::queue_dir();
-        let (mut seg, tmp) = Segment::create_unpublished(&dir, capacity, mode)?;
+        let (mut seg, tmp) = Segment::create_unpublished(&dir, rounded, mode)?;
         // Take the first slot before the name appears, so no closer can remove it under us.
         let (slot, gen) = match attach::attach(&seg.file, seg.slots()) {
             Ok(v) => v,
@@ -215,13 +221,19 @@ impl SageQueue {
             {
                 let mut local = self.local();
                 let l = &mut *local;
-                if let Some(v) = attempt(&ring, &mut l.cache)? {
+                let got = attempt(&ring, &mut l.cache)
+                    .map_err(|e| segment::in_file(&self.seg.path, e))?;
+                if let Some(v) = got {
                     l.stuck_since = None;
                     return Ok(v);
                 }
                 let since = *l.stuck_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= RECOVER_AFTER {
                     l.stuck_since = Some(Instant::now());
+                    // Recovery reads the slots: not past the end of a shortened file.
+                    if let Some(reason) = self.seg.shrunk() {
+                        return Err(QueueError::Closed { reason });
+                    }
                     if ring.recover() {
                         continue;
                     }
@@ -229,6 +241,11 @@ impl SageQueue {
             }
             if deadline.is_immediate() {
                 return Err(on_timeout);
+            }
+            // About to wait: a segment file someone shortened would raise SIGBUS at the next
+            // touch of a missing page, so check (one fstat) and fail instead.
+            if let Some(reason) = self.seg.shrunk() {
+                return Err(QueueError::Closed { reason });
             }
             if wait::spin(SPIN_BUSY, SPIN_POLITE, || ready(&ring) || self.any_closed()) {
                 continue;
@@ -554,6 +571,11 @@ impl SageQueue {
         if id != 0 {
             crate::registry::forget(id);
         }
+        if self.seg.shrunk().is_some() {
+            // Its slot is past the end of a shortened file: touching it would raise SIGBUS.
+            // The slot's lock goes away when the file is closed.
+            return;
+        }
         attach::detach(&self.seg.file, self.seg.slots(), self.me.slot);
         if self.auto_cleanup && attach::lock_table_if_unused(&self.seg.file) {
             let _ = self.seg.unlink_if_ours();
@@ -565,7 +587,9 @@ impl SageQueue {
         if self.closed.load(Acquire) {
             return Err(QueueError::closed("this handle was closed"));
         }
-        mark_closed(&self.seg);
+        if self.seg.shrunk().is_none() {
+            mark_closed(&self.seg);
+        }
         let res = self.seg.unlink_if_ours();
         self.detach();
         res.map(|_| ())
@@ -690,8 +714,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     name::validate(name)
 }
 
+/// The largest message of a queue of `capacity` bytes; a capacity above the largest queue
+/// (which `create` refuses) saturates to the largest queue's.
 pub fn max_message_size(capacity: u64) -> u64 {
-    layout::max_message(layout::round_capacity(capacity))
+    layout::max_message(layout::round_capacity(capacity).unwrap_or(layout::MAX_CAPACITY))
 }
 
 pub fn unlink_queue(name: &str) -> Result<()> {

@@ -9,6 +9,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -74,11 +75,20 @@ impl Segment {
         unsafe { self.map.as_mut_ptr().add(DATA_OFFSET) }
     }
 
-    /// Create an unpublished segment under a temporary name in `dir`.
+    /// Create an unpublished segment of `capacity` bytes (already rounded by
+    /// `layout::round_capacity`) under a temporary name in `dir`, with its whole length
+    /// reserved in the file system (so no later page fault can find the folder full).
     /// Returns the segment and its temporary path; `publish` links it to its real name.
+    /// Too little space is NoSpace, checked before the file exists and again by the
+    /// reservation itself; no file is left behind on any error.
     pub fn create_unpublished(dir: &Path, capacity: u64, mode: u32) -> Result<(Segment, PathBuf)> {
-        let capacity = layout::round_capacity(capacity);
         let len = DATA_OFFSET as u64 + capacity;
+        // A hopeless request fails here, without allocating anything.
+        if let Ok(free) = free_bytes(dir) {
+            if free < len {
+                return Err(no_space(dir, capacity, len, free, None));
+            }
+        }
         let pid = std::process::id();
         let mut attempt = 0u32;
         let (file, tmp) = loop {
@@ -106,6 +116,10 @@ impl Segment {
                         e,
                     ))
                 }
+                Err(e) if QueueError::is_no_space(&e) => {
+                    let free = free_bytes(dir).unwrap_or(0);
+                    return Err(no_space(dir, capacity, len, free, Some(e)));
+                }
                 Err(e) => return Err(QueueError::io("cannot create segment file", e)),
             }
         };
@@ -116,9 +130,24 @@ impl Segment {
         // The umask may have removed bits the caller asked for; set the mode exactly.
         file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
             .map_err(|e| cleanup(QueueError::io("cannot set segment mode", e)))?;
-        file.set_len(len)
-            .map_err(|e| cleanup(QueueError::io("cannot size segment", e)))?;
-        let map = map_file(&file, len, true).map_err(cleanup)?;
+        // Reserve every byte (this also sets the length): a sparse file in a folder that
+        // fills up would kill a later writer with SIGBUS instead of failing here.
+        reserve(&file, len).map_err(|e| {
+            cleanup(if QueueError::is_no_space(&e) {
+                let free = free_bytes(dir).unwrap_or(0);
+                no_space(dir, capacity, len, free, Some(e))
+            } else {
+                QueueError::io("cannot size segment", e)
+            })
+        })?;
+        let map = map_file(&file, len, true).map_err(|e| {
+            cleanup(if QueueError::is_no_space(&e) {
+                let free = free_bytes(dir).unwrap_or(0);
+                no_space(dir, capacity, len, free, Some(e))
+            } else {
+                QueueError::io("cannot map segment", e)
+            })
+        })?;
         let meta = file
             .metadata()
             .map_err(|e| cleanup(QueueError::io("cannot stat segment", e)))?;
@@ -227,8 +256,9 @@ impl Segment {
             });
         }
         let len = meta.len();
-        let capacity = validate(&file, len)?;
-        let map = map_file(&file, len, populate)?;
+        let capacity = validate(&file, len).map_err(|e| in_file(path, e))?;
+        let map = map_file(&file, len, populate)
+            .map_err(|e| QueueError::io(&format!("cannot map {}", path.display()), e))?;
         let seg = Segment {
             file,
             map,
@@ -237,8 +267,32 @@ impl Segment {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        seg.check_cursors()?;
+        // Shortened between the check above and the mapping: touching the header would
+        // raise SIGBUS.
+        if let Some(reason) = seg.shrunk() {
+            return Err(QueueError::corrupt(reason));
+        }
+        seg.check_cursors().map_err(|e| in_file(path, e))?;
         Ok(seg)
+    }
+
+    /// Why the segment can no longer be used safely, if its file was shortened (by another
+    /// process's ftruncate: sage-queue never does that). Touching a mapped page past the
+    /// file's end raises SIGBUS, so slow paths check this (one fstat) before they touch the
+    /// mapping again; a call that is already copying can still meet the signal.
+    pub fn shrunk(&self) -> Option<String> {
+        let want = DATA_OFFSET as u64 + self.capacity;
+        let len = match self.file.metadata() {
+            Ok(m) => m.len(),
+            Err(_) => return None,
+        };
+        (len < want).then(|| {
+            format!(
+                "{} was truncated to {len} bytes by another process (this queue needs {want} \
+                 bytes); it can no longer be used",
+                self.path.display()
+            )
+        })
     }
 
     /// Check the ring's cursors: 8-aligned and `released <= head <= tail <= released +
@@ -335,7 +389,7 @@ pub fn validate(file: &File, len: u64) -> Result<u64> {
     Ok(capacity)
 }
 
-fn map_file(file: &File, len: u64, populate: bool) -> Result<MmapRaw> {
+fn map_file(file: &File, len: u64, populate: bool) -> io::Result<MmapRaw> {
     // The file is a regular file of exactly `len` bytes owned by this user; other processes
     // change it only through the atomic protocol. Prefaulting keeps page faults off the
     // message path.
@@ -345,7 +399,17 @@ fn map_file(file: &File, len: u64, populate: bool) -> Result<MmapRaw> {
         opts.populate();
     }
     opts.map_raw(file)
-        .map_err(|e| QueueError::io("cannot map segment", e))
+}
+
+/// `err` with the segment's path in its reason if it is NotAQueue (every NotAQueue names the
+/// file).
+pub fn in_file(path: &Path, err: QueueError) -> QueueError {
+    match err {
+        QueueError::NotAQueue { reason } => QueueError::NotAQueue {
+            reason: format!("{}: {reason}", path.display()),
+        },
+        e => e,
+    }
 }
 
 fn nonce() -> u64 {
@@ -385,5 +449,51 @@ pub fn remove_stale_temp_files() {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = remove_path(&e.path());
         }
+    }
+}
+
+/// Bytes an unprivileged file in `dir` can still take (statvfs: available blocks).
+fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path; `st` is a plain C struct that statvfs fills
+    // (all-zero is a valid value to start from).
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st
+    };
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Allocate the first `len` bytes of `file` (and make it at least that long).
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: the descriptor is open for the life of `file`; posix_fallocate touches no
+        // memory of this process.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// The NoSpace error of a queue of `capacity` bytes (a file of `len` bytes) in `dir`.
+fn no_space(dir: &Path, capacity: u64, len: u64, free: u64, err: Option<io::Error>) -> QueueError {
+    let cause = match err {
+        Some(e) => format!(" ({e})"),
+        None => String::new(),
+    };
+    QueueError::NoSpace {
+        reason: format!(
+            "not enough space in {} for a queue of {capacity} bytes: its file needs {len} \
+             bytes and {free} bytes are free{cause}",
+            dir.display()
+        ),
     }
 }

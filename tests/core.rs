@@ -632,3 +632,29 @@ fn unaligned_cursors_written_after_open_stay_inside_the_ring() {
         q.unlink().unwrap();
     }
 }
+
+#[test]
+fn a_shortened_segment_fails_instead_of_crashing() {
+    // Another process cuts the file down to its first page (header kept, slots and ring gone).
+    // A waiting call checks the length and fails; a handle dropped afterwards does not touch
+    // the missing pages; opening names the file.
+    let name = unique("shrunk");
+    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let path = q.path();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(4096).unwrap();
+    let err = q.get(0.2).err().unwrap();
+    assert!(
+        matches!(&err, QueueError::Closed { reason } if reason.contains("truncated") && reason.contains(&path)),
+        "{err:?}"
+    );
+    let err = q.put(&[1u8; 5000], 0.2).err().unwrap();
+    assert!(matches!(err, QueueError::TooLarge { .. }), "{err:?}");
+    let err = SageQueue::open(&name, true).err().unwrap();
+    assert!(
+        matches!(&err, QueueError::NotAQueue { reason } if reason.contains(&path)),
+        "{err:?}"
+    );
+    drop(q);
+    std::fs::remove_file(&path).unwrap();
+}
