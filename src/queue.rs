@@ -720,11 +720,23 @@ pub fn max_message_size(capacity: u64) -> u64 {
     layout::max_message(layout::round_capacity(capacity).unwrap_or(layout::MAX_CAPACITY))
 }
 
-pub fn unlink_queue(name: &str) -> Result<()> {
+/// Remove queue `name`'s segment. A file there that is not a valid segment (NotAQueue, or
+/// Incompatible: another layout version) is left alone and its error returned, unless `force`:
+/// then it is removed if it is a regular file of this user (never a symbolic link's target,
+/// never another user's file).
+pub fn unlink_queue(name: &str, force: bool) -> Result<()> {
     name::validate(name)?;
-    let seg = Segment::open(&segment::segment_path(name), name, false)?;
-    mark_closed(&seg);
-    seg.unlink_if_ours().map(|_| ())
+    let path = segment::segment_path(name);
+    match Segment::open(&path, name, false) {
+        Ok(seg) => {
+            mark_closed(&seg);
+            seg.unlink_if_ours().map(|_| ())
+        }
+        Err(QueueError::NotAQueue { .. } | QueueError::Incompatible { .. }) if force => {
+            segment::remove_invalid(&path)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// This user's segment files in the queue folder: (queue name, path).
@@ -778,11 +790,22 @@ pub fn list_queues() -> Result<Vec<QueueInfo>> {
         .collect())
 }
 
-pub fn collect_garbage() -> Result<Vec<String>> {
+/// Remove every segment of this user whose attached processes have all exited; with
+/// `include_invalid`, also this user's regular files named like segments that are not
+/// segments at all (NotAQueue; a segment of another layout version may be in use and is kept).
+/// Returns the queue names removed.
+pub fn collect_garbage(include_invalid: bool) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for (n, path) in own_segments()? {
-        let Ok(seg) = Segment::open(&path, &n, false) else {
-            continue; // not a valid segment: never touched
+        let seg = match Segment::open(&path, &n, false) {
+            Ok(seg) => seg,
+            Err(QueueError::NotAQueue { .. }) if include_invalid => {
+                if segment::remove_invalid(&path).is_ok() {
+                    removed.push(n);
+                }
+                continue;
+            }
+            Err(_) => continue, // not a valid segment: never touched unless asked
         };
         if attach::lock_table_if_unused(&seg.file) {
             if seg.unlink_if_ours().unwrap_or(false) {

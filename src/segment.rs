@@ -432,6 +432,45 @@ pub fn remove_path(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Remove the file at `path`, which failed validation, if it is a regular file of this user:
+/// never a symbolic link (nor what it points to), a folder, a device, or another user's file.
+pub fn remove_invalid(path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(QueueError::io(
+                &format!("cannot stat {}", path.display()),
+                e,
+            ))
+        }
+    };
+    if !meta.file_type().is_file() {
+        return Err(QueueError::corrupt(format!(
+            "{} is not a regular file; only regular files are removed",
+            path.display()
+        )));
+    }
+    if meta.uid() != euid() {
+        return Err(QueueError::PermissionDenied {
+            reason: format!(
+                "{} belongs to uid {}, not to this user (uid {}); it is not removed",
+                path.display(),
+                meta.uid(),
+                euid()
+            ),
+        });
+    }
+    match remove_path(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(QueueError::io(
+            &format!("cannot remove {}", path.display()),
+            e,
+        )),
+    }
+}
+
 /// Remove temporary files of segments whose creator died between creating and publishing.
 pub fn remove_stale_temp_files() {
     let prefix = format!(".sq-tmp-{}-", euid());

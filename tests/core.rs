@@ -234,7 +234,7 @@ fn create_open_and_cleanup() {
         Path::new(&path).exists(),
         "auto_cleanup=false keeps the segment"
     );
-    let gc = sage_queue::collect_garbage().unwrap();
+    let gc = sage_queue::collect_garbage(false).unwrap();
     assert!(!Path::new(&path).exists(), "gc removes it: {gc:?}");
 }
 
