@@ -134,15 +134,21 @@ def _invalid_file(name: str) -> Optional[Dict[str, Any]]:
     return None
 
 
+def _naming_the_file(reason: str, info: Optional[Dict[str, Any]]) -> str:
+    """``reason`` (why a file is not a valid queue), with the file's path if it lacks it."""
+    if info is None or info["path"] in reason:
+        return reason
+    return f"{info['path']}: {reason}"
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
     name = full_name(args.name, args.namespace)
     try:
         removed = destroy_queue(name, force=args.force)
     except (NotAQueueError, IncompatibleQueue) as exc:
         info = _invalid_file(name)
-        path = info["path"] if info else name
         print(
-            f"sage-queue: error: not removed: {path} is not a valid queue ({exc}); "
+            f"sage-queue: error: not removed: {_naming_the_file(str(exc), info)}; "
             f"'sage-queue rm --force {args.name}"
             f"{' --namespace ' + args.namespace if args.namespace else ''}' removes it anyway",
             file=sys.stderr,
@@ -164,7 +170,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         for info in list_all_sage_queues():
             if not info["valid"]:
                 print(
-                    f"sage-queue: kept {info['path']}: not a valid queue ({info['error']}); "
+                    f"sage-queue: kept {info['name']} ({_naming_the_file(info['error'], info)}); "
                     "'sage-queue gc --invalid' removes it",
                     file=sys.stderr,
                 )
