@@ -4,17 +4,28 @@ the throughput of each and their ratio.
 
     python3 bench/ray_bench.py                  # per-item put/get, then batches of 256
     python3 bench/ray_bench.py --batch 1 --sage-items 100000 --ray-items 5000
+    python3 bench/ray_bench.py --cluster        # across two Ray nodes (simulated cluster)
 
 (PYTHONPATH=python for a source tree built with tests/dev_build.sh.) ray.util.queue.Queue is
 an actor: every put and get is a remote call to it. Its queue is unbounded here; the
 SageQueues have a ring of --ring-mb MiB each. Items are small dicts (about 100 bytes pickled).
+
+``--cluster`` starts two Ray nodes on this machine, each with its own queue folder (so they
+share no memory, as two machines), puts the source and the sink on node A and the map
+actors on node B, and compares, side by side in one run (median of --runs): SageQueues
+living on node A (the map actors reach them through Ray), ray.util.queue.Queue, and
+ObjectRefs passed directly (each batch is one map actor call whose result the sink gets:
+the idiomatic Ray way); then 1 KiB items in batches across the nodes against the same
+pipeline on one node, and the RSS of every process over --rss-items items.
 """
 
 import argparse
 import os
 import platform
+import statistics
 import time
 import uuid
+from typing import Optional
 
 import ray
 from ray.util.queue import Empty as RayEmpty
@@ -30,7 +41,7 @@ class Ops:
 
     def __init__(self, q):
         self.q = q
-        self.sage = isinstance(q, SageQueue)
+        self.sage = not isinstance(q, RayQueue)  # a SageQueue or a RemoteSageQueue
 
     def put(self, item) -> None:
         self.q.put(item)
@@ -62,8 +73,19 @@ class Ops:
         return [self.q.get()]
 
 
-def make_item(i: int) -> dict:
-    return {"id": i, "text": f"item number {i}", "score": i * 0.5}
+def make_item(i: int, pad: int = 0) -> dict:
+    item = {"id": i, "text": f"item number {i}", "score": i * 0.5}
+    if pad:
+        item["pad"] = "x" * pad
+    return item
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 @ray.remote
@@ -71,9 +93,12 @@ class Source:
     def __init__(self, out):
         self.out = Ops(out)
 
-    def run(self, count: int, batch: int, consumers: int) -> int:
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, count: int, batch: int, consumers: int, pad: int = 0) -> int:
         for start in range(0, count, batch):
-            items = [make_item(i) for i in range(start, min(start + batch, count))]
+            items = [make_item(i, pad) for i in range(start, min(start + batch, count))]
             if batch == 1:
                 self.out.put(items[0])
             else:
@@ -87,6 +112,9 @@ class Source:
 class Mapper:
     def __init__(self, inq, outq):
         self.inq, self.outq = Ops(inq), Ops(outq)
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def run(self, batch: int) -> int:
         done = 0
@@ -115,6 +143,9 @@ class Sink:
     def __init__(self, inq):
         self.inq = Ops(inq)
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def run(self, producers: int, batch: int) -> tuple:
         count, id_sum = 0, 0
         while producers:
@@ -127,17 +158,23 @@ class Sink:
         return count, id_sum
 
 
-def run_pipeline(raw, mapped, items: int, batch: int, near: dict) -> float:
-    """One run; returns items per second (source start to sink done)."""
+def run_pipeline(
+    raw, mapped, items: int, batch: int, near: dict, far: Optional[dict] = None, pad: int = 0,
+    pids: Optional[list] = None,
+) -> float:
+    """One run; returns items per second (source start to sink done). The source and sink
+    go ``near``, the map actors ``far`` (default: near too). ``pids`` gets the actors' pids."""
     source = Source.options(**near).remote(raw)
-    mappers = [Mapper.options(**near).remote(raw, mapped) for _ in range(2)]
+    mappers = [Mapper.options(**(far or near)).remote(raw, mapped) for _ in range(2)]
     sink = Sink.options(**near).remote(mapped)
     actors = [source, sink, *mappers]
     ray.get([a.__ray_ready__.remote() for a in actors])
+    if pids is not None:
+        pids.extend(ray.get([a.pid.remote() for a in actors]))
     start = time.perf_counter()
     result = sink.run.remote(len(mappers), batch)
     runs = [m.run.remote(batch) for m in mappers]
-    sent = source.run.remote(items, batch, len(mappers))
+    sent = source.run.remote(items, batch, len(mappers), pad)
     count, id_sum = ray.get(result)
     elapsed = time.perf_counter() - start
     ray.get([sent, *runs])
@@ -179,7 +216,13 @@ def main() -> None:
     ap.add_argument("--ray-batch-items", type=int, default=50_000, help="items in batch runs")
     ap.add_argument("--ring-mb", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best counts")
+    ap.add_argument("--cluster", action="store_true", help="across two Ray nodes (simulated)")
+    ap.add_argument("--runs", type=int, default=3, help="--cluster: runs of each (median)")
+    ap.add_argument("--rss-items", type=int, default=1_000_000, help="--cluster: RSS run")
     args = ap.parse_args()
+    if args.cluster:
+        cluster_main(args)
+        return
     batches = args.batch or [1, 256]
 
     ray.init(include_dashboard=False, runtime_env=runtime_env(), log_to_driver=False)
@@ -197,6 +240,172 @@ def main() -> None:
             print(f"{batch:>6} {sage:>18,.0f} {rq:>18,.0f} {sage / rq:>6.0f}x")
     finally:
         ray.shutdown()
+
+
+# ---- across two nodes (--cluster) ----
+
+
+@ray.remote
+class RefMapper:
+    """The map step as an actor method: each call maps one batch."""
+
+    def map(self, items: list) -> list:
+        return [
+            {"id": it["id"], "upper": it["text"].upper(), "score": it["score"] * 2}
+            for it in items
+        ]
+
+
+@ray.remote
+class RefSink:
+    def __init__(self):
+        self.count, self.id_sum = 0, 0
+
+    def take(self, items: list) -> None:  # Ray resolved the ObjectRef passed in
+        self.count += len(items)
+        self.id_sum += sum(it["id"] for it in items)
+
+    def totals(self) -> tuple:
+        return self.count, self.id_sum
+
+
+@ray.remote
+class RefSource:
+    def run(self, count: int, batch: int, mappers: list, sink) -> int:
+        pending = []
+        for n, start in enumerate(range(0, count, batch)):
+            items = [make_item(i) for i in range(start, min(start + batch, count))]
+            mapped = mappers[n % len(mappers)].map.remote(items)
+            pending.append(sink.take.remote(mapped))  # the ObjectRef goes to the sink
+            if len(pending) >= 64:  # keep a bounded number of batches in flight
+                ray.get(pending[:32])
+                del pending[:32]
+        ray.get(pending)
+        return count
+
+
+def objectref_run(items: int, batch: int, near: dict, far: dict) -> float:
+    mappers = [RefMapper.options(**far).remote() for _ in range(2)]
+    sink = RefSink.options(**near).remote()
+    source = RefSource.options(**near).remote()
+    actors = [source, sink, *mappers]
+    ray.get([a.__ray_ready__.remote() for a in actors])
+    start = time.perf_counter()
+    ray.get(source.run.remote(items, batch, mappers, sink))
+    count, id_sum = ray.get(sink.totals.remote())
+    elapsed = time.perf_counter() - start
+    if (count, id_sum) != (items, items * (items - 1) // 2):
+        raise AssertionError(f"lost or duplicated items: {count} of {items}")
+    for a in actors:
+        ray.kill(a)
+    return items / elapsed
+
+
+def sage_cluster_run(
+    items: int, batch: int, ring_mb: int, near: dict, far: dict, pad: int = 0,
+    pids: Optional[list] = None,
+) -> float:
+    tag = uuid.uuid4().hex[:8]
+    raw = SageQueue(f"raybench-raw-{tag}", maxsize=ring_mb << 20)
+    mapped = SageQueue(f"raybench-mapped-{tag}", maxsize=ring_mb << 20)
+    try:
+        return run_pipeline(raw, mapped, items, batch, near, far, pad, pids)
+    finally:
+        raw.destroy()
+        mapped.destroy()
+
+
+def bridge_pids() -> list:
+    from sage_queue.remote import RAY_NAMESPACE
+
+    pids = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == RAY_NAMESPACE and entry["name"].startswith("sage_queue.bridge"):
+            actor = ray.get_actor(entry["name"], namespace=RAY_NAMESPACE)
+            pids.extend(ray.get(actor.pids.remote()))
+    return pids
+
+
+def cluster_main(args) -> None:
+    from sage_queue.ray import simulated_cluster
+
+    runs = args.runs
+    with simulated_cluster(nodes=2) as sim:
+        near, far = sim.on(0), sim.on(1)
+        print(
+            f"Ray {ray.__version__}, Python {platform.python_version()}, {os.cpu_count()} "
+            f"CPUs; simulated cluster of 2 nodes, own queue folders; source and sink on node "
+            f"A, 2 map actors on node B; median of {runs}"
+        )
+        rows = []
+        for batch in (1, 256):
+            ray_items = args.ray_items if batch == 1 else args.ray_batch_items
+            sage = statistics.median(
+                sage_cluster_run(args.sage_items, batch, args.ring_mb, near, far)
+                for _ in range(runs)
+            )
+            rq = statistics.median(
+                ray_cluster_run(ray_items, batch, near, far) for _ in range(runs)
+            )
+            refs = statistics.median(
+                objectref_run(ray_items if batch == 1 else args.sage_items, batch, near, far)
+                for _ in range(runs)
+            )
+            rows.append((batch, sage, rq, refs))
+        print(
+            f"{'batch':>6} {'SageQueue A->B->A':>18} {'ray Queue':>12} {'ratio':>7} "
+            f"{'ObjectRefs':>12} {'ratio':>7}   (items/s)"
+        )
+        for batch, sage, rq, refs in rows:
+            print(
+                f"{batch:>6} {sage:>18,.0f} {rq:>12,.0f} {sage / rq:>6.0f}x "
+                f"{refs:>12,.0f} {sage / refs:>6.1f}x"
+            )
+        kib = 1024
+        cross = statistics.median(
+            sage_cluster_run(args.sage_items, 256, args.ring_mb, near, far, kib)
+            for _ in range(runs)
+        )
+        local = statistics.median(
+            sage_cluster_run(args.sage_items, 256, args.ring_mb, near, near, kib)
+            for _ in range(runs)
+        )
+        print(
+            f"1 KiB items, batches of 256: across nodes {cross:,.0f} items/s, one node "
+            f"{local:,.0f} items/s: single-node / cross-node = {local / cross:.2f}x"
+        )
+        # RSS of every process of a long cross-node run, sampled at 10% and at the end.
+        pids: list = []
+        tag = uuid.uuid4().hex[:8]
+        raw = SageQueue(f"raybench-rss-raw-{tag}", maxsize=args.ring_mb << 20)
+        mapped = SageQueue(f"raybench-rss-mapped-{tag}", maxsize=args.ring_mb << 20)
+        try:
+            first = args.rss_items // 10
+            run_pipeline(raw, mapped, first, 256, near, far, 0, pids)
+            everyone = pids + bridge_pids()
+            before = {p: rss_kib(p) for p in everyone}
+            run_pipeline(raw, mapped, args.rss_items - first, 256, near, far, 0, pids)
+            after = {p: rss_kib(p) for p in everyone}
+        finally:
+            raw.destroy()
+            mapped.destroy()
+        growth = {p: after[p] - before[p] for p in everyone if after[p] and before[p]}
+        print(
+            f"RSS over {args.rss_items:,} items (after the first {first:,}): "
+            f"{len(growth)} processes (bridges and gateways included), largest growth "
+            f"{max(growth.values()) / 1024:.1f} MiB, per process (MiB): "
+            + ", ".join(f"{v / 1024:+.1f}" for v in growth.values())
+        )
+
+
+def ray_cluster_run(items: int, batch: int, near: dict, far: dict) -> float:
+    raw = RayQueue(actor_options={"num_cpus": 0, **near})
+    mapped = RayQueue(actor_options={"num_cpus": 0, **near})
+    try:
+        return run_pipeline(raw, mapped, items, batch, near, far)
+    finally:
+        raw.shutdown()
+        mapped.shutdown()
 
 
 if __name__ == "__main__":

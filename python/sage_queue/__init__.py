@@ -24,6 +24,7 @@ from .errors import (
     QueueNotFound,
     QueueNotLocal,
     QueuePermissionError,
+    QueueUnavailable,
     SageQueueError,
     SerializationError,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "QueueNotFound",
     "QueueNotLocal",
     "QueuePermissionError",
+    "QueueUnavailable",
     "RawSerializer",
     "SageQueue",
     "SageQueueError",

@@ -7,7 +7,7 @@ is a ``ValueError``, a missing queue a ``FileNotFoundError``, a closed queue a `
 
 import errno
 import queue
-from typing import Optional
+from typing import Any, List, Optional, Tuple
 
 from . import _native
 
@@ -15,9 +15,9 @@ from . import _native
 class SageQueueError(Exception):
     """Base class of every sage_queue error except queue.Empty and queue.Full."""
 
-    _fields: tuple = ()
+    _fields: Tuple[str, ...] = ()
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         # Rebuild from the constructor's own arguments, so errors survive pickling (e.g. when
         # a multiprocessing pool sends them back to the parent).
         if not self._fields:
@@ -107,31 +107,64 @@ class QueueNotFound(SageQueueError, _OSErrorMessage, FileNotFoundError):
 
 
 class QueueNotLocal(SageQueueError, RuntimeError):
-    """A reference to a queue whose shared memory is on another machine (or on this machine
-    before it rebooted): it cannot be attached from here."""
+    """A reference to a queue whose shared memory this process cannot map: on another machine,
+    in another queue folder, or on this machine before it rebooted. Under Ray, references
+    reach such queues through Ray instead (unless local-only is asked)."""
 
-    _fields = ("name", "owner_host", "this_host")
+    _fields = ("name", "owner_host", "this_host", "owner_dir", "this_dir", "under_ray")
 
-    def __init__(self, name: str, owner_host: str, this_host: str):
-        if owner_host.rsplit("/", 1)[0] == this_host.rsplit("/", 1)[0]:
-            where = (
-                f"was made before this machine last booted (reference {owner_host!r}, now "
-                f"{this_host!r})"
-            )
+    def __init__(
+        self,
+        name: str,
+        owner_host: str,
+        this_host: str,
+        owner_dir: str = "",
+        this_dir: str = "",
+        under_ray: bool = False,
+    ):
+        if owner_host and owner_host != this_host:
+            if owner_host.rsplit("/", 1)[0] == this_host.rsplit("/", 1)[0]:
+                where = (
+                    f"was made before this machine last booted (reference {owner_host!r}, now "
+                    f"{this_host!r})"
+                )
+            else:
+                where = (
+                    f"lives in the shared memory of host {owner_host!r}, not of this one "
+                    f"({this_host!r})"
+                )
         else:
-            where = (
-                f"lives in the shared memory of host {owner_host!r}, not of this one "
-                f"({this_host!r})"
-            )
+            where = f"lives in queue folder {owner_dir!r}, and this process uses {this_dir!r}"
+        how = (
+            "this process asked for local queues only (local_only / SAGE_QUEUE_LOCAL_ONLY=1)"
+            if under_ray
+            else "a process connected to the same Ray cluster gets a remote handle through "
+            "Ray; outside Ray only processes on the queue's machine and folder can attach"
+        )
         super().__init__(
-            f"queue {name!r} is node-local and {where}; only processes on the machine that "
-            "created it can attach. With Ray, keep every actor and task that uses the queue "
-            "on its node: actor_cls.options(**sage_queue.ray.colocate(queue)), or "
+            f"queue {name!r} is node-local and {where}; {how}. To keep Ray actors and tasks "
+            "on the queue's node: actor_cls.options(**sage_queue.ray.colocate(queue)), or "
             "scheduling_strategy=sage_queue.ray.node_affinity(queue)"
         )
         self.name = name
         self.owner_host = owner_host
         self.this_host = this_host
+        self.owner_dir = owner_dir
+        self.this_dir = this_dir
+        self.under_ray = under_ray
+
+
+class QueueUnavailable(SageQueueError, RuntimeError):
+    """A queue reached through Ray from another node can no longer be reached: this node's
+    bridge actor died, or the queue's node left the cluster. Items in flight between the nodes
+    may be lost (at most the transfer window; see the README's guarantees)."""
+
+    _fields = ("name", "reason")
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"queue {name!r} is unavailable: {reason}")
+        self.name = name
+        self.reason = reason
 
 
 class QueueExists(SageQueueError, _OSErrorMessage, FileExistsError):
@@ -204,7 +237,7 @@ class BatchFull(queue.Full):
         self.count = count
         self.total = total
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         return type(self), (self.count, self.total)
 
 
@@ -250,7 +283,10 @@ class SerializationError(SageQueueError, TypeError):
 
 class DeserializationError(SageQueueError, ValueError):
     """A message the serializer could not load. It was taken off the queue; its bytes are
-    in ``data`` (the queue keeps every other message)."""
+    in ``data`` (the queue keeps every other message). Raised by ``get_many``, ``items``
+    lists every result of the batch in order, failed ones as their error."""
+
+    items: Optional[List[Any]] = None
 
     _fields = ("data", "reason")
 

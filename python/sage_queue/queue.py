@@ -17,21 +17,18 @@ only a call that has to wait releases it.
 import array
 import atexit
 import ctypes
-import functools
 import math
 import multiprocessing.util
 import operator
 import os
 import pickle
 import queue
-import socket
 import stat
 import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import _fastpath as _fast
 from . import _native
@@ -41,15 +38,14 @@ from .errors import (
     MessageTooLarge,
     QueueClosed,
     QueueNotFound,
-    QueueNotLocal,
     from_native,
 )
+from .reference import SageQueueRef, attach_reference, host_id, ray_node_id
 from .serializers import (
     PickleSerializer,
     decode,
     deserialization_error,
     encode,
-    from_portable_spec,
     get_serializer,
     portable_spec,
     serialization_error,
@@ -70,7 +66,7 @@ _STATS_FIELDS = (
     "name", "path", "capacity", "max_message_size", "used_bytes", "free_bytes", "messages",
     "attached", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "waits_full", "waits_empty",
     "recovered", "lost", "unfinished_tasks", "closed", "creator_pid", "owner_uid",
-    "created_unix_ms",
+    "created_unix_ms", "max_items",
 )  # fmt: skip
 _INFO_FIELDS = (
     "name", "path", "valid", "error", "capacity", "used_bytes", "messages", "attached",
@@ -236,69 +232,9 @@ os.register_at_fork(after_in_child=_mark_all_forked_in_child)
 multiprocessing.util.register_after_fork(_close_all, _close_all_at_child_exit)
 
 
-# ---- references ----
+# ---- references (reference.py; these names stay importable from here) ----
 
-
-@functools.cache
-def host_id() -> str:
-    """This machine's identity for references: hostname and kernel boot id."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:
-        boot = "unknown-boot"
-    return f"{socket.gethostname()}/{boot}"
-
-
-@dataclass(frozen=True)
-class SageQueueRef:
-    """A small picklable description of a queue; ``get_queue()`` attaches to it from any
-    process on the same machine."""
-
-    name: str
-    maxsize: int
-    auto_cleanup: bool
-    creator_pid: int
-    namespace: Optional[str] = None
-    serializer: Any = "pickle"
-    host_id: str = ""
-
-    @property
-    def full_name(self) -> str:
-        return self.name if self.namespace is None else f"{self.namespace}.{self.name}"
-
-    @property
-    def size(self) -> int:
-        """The ring size in bytes (same as maxsize)."""
-        return self.maxsize
-
-    def is_local(self) -> bool:
-        """Whether this reference was made on this machine (and boot)."""
-        return not self.host_id or self.host_id == host_id()
-
-    def get_queue(self, serializer: Any = None) -> "SageQueue":
-        """Attach to the queue (it must exist). ``serializer`` overrides the reference's."""
-        if not self.is_local():
-            raise QueueNotLocal(self.full_name, self.host_id, host_id())
-        if serializer is None:
-            if self.serializer is None:
-                raise ValueError(
-                    f"the serializer of queue {self.full_name!r} could not be pickled into "
-                    "its reference; pass serializer= to get_queue()"
-                )
-            serializer = from_portable_spec(self.serializer)
-        return SageQueue(
-            self.name,
-            self.maxsize,
-            self.auto_cleanup,
-            self.namespace,
-            serializer=serializer,
-            create=False,
-        )
-
-
-def _attach_reference(ref: SageQueueRef) -> "SageQueue":
-    return ref.get_queue()
+_attach_reference = attach_reference
 
 
 # ---- the queue ----
@@ -308,8 +244,11 @@ class SageQueue:
     """A named multi-producer multi-consumer queue in shared memory.
 
     ``SageQueue(name)`` creates the queue or attaches to it; every process that uses the same
-    name (and namespace) shares it. ``maxsize`` is the ring size in bytes (rounded up to a
-    power of two, at least 4096) and applies only when the queue is created. ``create=True``
+    name (and namespace) shares it. ``maxsize`` is the ring size in BYTES, not a number of
+    items (rounded up to a power of two, at least 4096, at most 1 TiB; the space is reserved
+    in the queue folder at creation, QueueNoSpace if it is not there); ``max_items`` bounds
+    the number of items in the queue, as ``queue.Queue``'s maxsize does, for every process
+    (None: only the bytes bound). Both apply only when the queue is created. ``create=True``
     requires a new queue (QueueExists otherwise), ``create=False`` an existing one
     (QueueNotFound otherwise). The last handle to close removes the queue if
     ``auto_cleanup``.
@@ -325,6 +264,7 @@ class SageQueue:
         serializer: Any = "pickle",
         mode: int = 0o600,
         create: Optional[bool] = None,
+        max_items: Optional[int] = None,
     ):
         self._native = None
         self._forked_from = None  # the parent's native handle, until re-attached after fork
@@ -334,6 +274,7 @@ class SageQueue:
         self.namespace = namespace
         self.name = full_name(name, namespace)
         maxsize = _positive_int("maxsize", maxsize, "a positive number of bytes")
+        bound = 0 if max_items is None else _positive_int("max_items", max_items, "None or > 0")
         self.auto_cleanup = bool(auto_cleanup)
         self._serializer_spec = serializer
         self._serializer = get_serializer(serializer)
@@ -343,9 +284,9 @@ class SageQueue:
         cls = _native.SageQueue
         try:
             if create is None:
-                native = cls.open_or_create(self.name, maxsize, mode, self.auto_cleanup)
+                native = cls.open_or_create(self.name, maxsize, mode, self.auto_cleanup, bound)
             elif create:
-                native = cls.create(self.name, maxsize, mode, self.auto_cleanup)
+                native = cls.create(self.name, maxsize, mode, self.auto_cleanup, bound)
             else:
                 native = cls.open(self.name, self.auto_cleanup)
             self.created = native.created()
@@ -354,6 +295,7 @@ class SageQueue:
             raise from_native(e, self.name) from None
         self.maxsize = native.capacity()
         self.max_message_size = native.max_message_size()
+        self.max_items: Optional[int] = native.max_items() or None
         self.path = native.path()
         self._id = native.raw_id()
         self._cid = ctypes.c_uint64(self._id)
@@ -846,7 +788,8 @@ class SageQueue:
             raise from_native(e, self.name) from None
 
     def get_reference(self) -> SageQueueRef:
-        """A picklable reference; ``ref.get_queue()`` attaches in any local process."""
+        """A picklable reference: ``ref.get_queue()`` attaches by shared memory in any process
+        on this machine and queue folder, and through Ray on any other node of the cluster."""
         return SageQueueRef(
             name=self.original_name,
             maxsize=self.maxsize,
@@ -855,18 +798,21 @@ class SageQueue:
             namespace=self.namespace,
             serializer=portable_spec(self._serializer_spec),
             host_id=host_id(),
+            queue_dir=os.path.dirname(self.path),
+            node_id=ray_node_id(),
+            max_items=self.max_items or 0,
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, Tuple[SageQueueRef]]:
         return _attach_reference, (self.get_reference(),)
 
     def __enter__(self) -> "SageQueue":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:

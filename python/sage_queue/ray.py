@@ -1,4 +1,4 @@
-"""Ray helpers: keep the actors and tasks that share a SageQueue on the queue's node.
+"""Ray helpers: queues shared by actors and tasks on one node and across the nodes of a cluster.
 
 A ``SageQueue`` or ``SageQueueRef`` can be passed to Ray tasks and actors as an argument, as a
 return value, or inside other objects (lists, dicts, dataclasses): a queue pickles as its
@@ -6,10 +6,11 @@ reference, and the process that unpickles it attaches to the queue by name. Each
 is one handle; it goes away when the handle is closed or garbage-collected, or when the
 process dies (also by ``ray.kill``), so ``q.get_stats()["attached"]`` stays exact.
 
-A queue is shared memory, so it is node-local: only processes on the machine that holds the
-segment can attach, and opening a reference on another machine raises an error instead of
-attaching to some unrelated local queue. With more than one Ray node, schedule the users of
-a queue on its node::
+A queue is shared memory on one node. A process on that node (same machine and queue folder)
+attaches by shared memory; a process on any other node of the cluster gets a
+``RemoteSageQueue`` with the same API, whose items travel between the nodes in batches
+through Ray (``sage_queue.remote``). Placing a queue's heavy users on its node is still the
+fastest::
 
     from sage_queue import SageQueue
     from sage_queue.ray import colocate
@@ -18,16 +19,21 @@ a queue on its node::
     worker = Worker.options(**colocate(q)).remote(q)
 
 ``create_queue`` makes a queue on a chosen node (inside a small owner actor that keeps it
-alive) and hands back its reference; ``start_actors`` starts N actors next to a queue.
+alive) and hands back its reference; ``start_actors`` starts N actors next to a queue;
+``simulated_cluster`` runs several Ray nodes on this machine, each with its own queue folder,
+so they behave as separate machines (for tests, demos and benchmarks).
 
 Queues live in ``$SAGE_QUEUE_DIR`` (default ``/dev/shm``). If the driver sets it, the Ray
 workers must see the same value: pass ``runtime_env=sage_queue.ray.runtime_env()`` to
 ``ray.init`` (a local Ray instance started by the driver inherits its environment anyway).
 """
 
+import contextlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union, cast
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union, cast
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -36,12 +42,14 @@ from .queue import DEFAULT_MAXSIZE, SageQueue, SageQueueRef, host_id
 
 __all__ = [
     "HostedQueue",
+    "SimulatedCluster",
     "QueueNodeNotFound",
     "colocate",
     "create_queue",
     "node_affinity",
     "node_id",
     "runtime_env",
+    "simulated_cluster",
     "start_actors",
 ]
 
@@ -98,6 +106,8 @@ def node_id(queue: QueueLike) -> str:
     ref = _reference(queue)
     if not ray.is_initialized():
         raise RuntimeError("Ray is not initialized: call ray.init() first")
+    if ref.node_id:
+        return ref.node_id  # made inside the cluster: the reference names its node
     if ref.is_local():
         here: str = ray.get_runtime_context().get_node_id()
         return here
@@ -192,3 +202,56 @@ def create_queue(
     owner = cast(Any, _QueueOwner).options(**opts).remote(name, maxsize, queue_kwargs)
     ref, where = ray.get(owner.where.remote())
     return HostedQueue(ref=ref, owner=owner, node_id=where)
+
+
+@dataclass
+class SimulatedCluster:
+    """The nodes of ``simulated_cluster``: ``on(i)`` are the options that place an actor or
+    task on node ``i`` (node 0 runs this driver), ``node_ids[i]`` and ``queue_dirs[i]`` its
+    Ray node id and queue folder; ``cluster`` is the ``ray.cluster_utils.Cluster``."""
+
+    cluster: Any
+    node_ids: List[str]
+    queue_dirs: List[str]
+
+    def on(self, i: int) -> Dict[str, Any]:
+        return {"resources": {f"sq_node_{i}": 0.001}}
+
+
+@contextlib.contextmanager
+def simulated_cluster(
+    nodes: int = 2, num_cpus: int = 2, env_vars: Optional[Dict[str, str]] = None, **init: Any
+) -> Iterator[SimulatedCluster]:
+    """Run ``nodes`` Ray nodes on this machine, each with its own fresh queue folder (so,
+    for sage-queue, separate machines: no node can map another's queues), connect this
+    process to the first (its queue folder becomes this process's ``$SAGE_QUEUE_DIR`` for
+    the duration), and yield a ``SimulatedCluster``. ``env_vars`` are given to every node's
+    workers; ``init`` goes to ``ray.init``."""
+    from ray.cluster_utils import Cluster
+
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    dirs = [tempfile.mkdtemp(prefix=f"sage-queue-node{i}-", dir=shm) for i in range(nodes)]
+
+    def args(i: int) -> Dict[str, Any]:
+        env = {**(env_vars or {}), "SAGE_QUEUE_DIR": dirs[i]}
+        return {"num_cpus": num_cpus, "resources": {f"sq_node_{i}": 1}, "env_vars": env}
+
+    old_dir = os.environ.get("SAGE_QUEUE_DIR")
+    cluster = Cluster(initialize_head=True, head_node_args={**args(0), "include_dashboard": False})
+    try:
+        added = [cluster.add_node(**args(i)) for i in range(1, nodes)]
+        cluster.wait_for_nodes()
+        os.environ["SAGE_QUEUE_DIR"] = dirs[0]
+        init.setdefault("log_to_driver", False)
+        ray.init(address=cluster.address, **init)
+        ids = [ray.get_runtime_context().get_node_id()] + [n.node_id for n in added]
+        yield SimulatedCluster(cluster=cluster, node_ids=ids, queue_dirs=dirs)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if old_dir is None:
+            os.environ.pop("SAGE_QUEUE_DIR", None)
+        else:
+            os.environ["SAGE_QUEUE_DIR"] = old_dir
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)

@@ -246,3 +246,72 @@ def test_fork_with_a_large_queue_is_cheap(make_queue):
     q.put("x")
     with_queue = min(fork_exit() for _ in range(3))
     assert with_queue < 5 * bare + 0.005, (bare, with_queue)
+
+
+# ---- an item bound (item 6) ----
+
+
+def _put_until_full(name, count, results):
+    q = SageQueue(name, create=False)
+    done = 0
+    try:
+        for _ in range(count):
+            try:
+                q.put_nowait("x")
+            except queue.Full:
+                continue
+            done += 1
+    finally:
+        q.close()
+    results.put(done)
+
+
+def test_max_items_bounds_the_number_of_items_across_processes(make_queue, qname):
+    import multiprocessing as mp
+
+    q = make_queue(qname, maxsize=1 << 20, max_items=100)
+    assert q.max_items == 100 and q.get_stats()["max_items"] == 100
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_put_until_full, args=(qname, 200, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    accepted = sum(results.get(timeout=10) for _ in procs)
+    assert accepted == 100 and q.qsize() == 100  # exactly the bound, never beyond
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put("one more", timeout=0.1)
+    with pytest.raises(queue.Full):
+        q.put_many(["a", "b"], block=False)
+    q.get()
+    assert not q.full()
+    q.put("fits again", timeout=1)
+    assert q.qsize() == 100
+    # A second handle sees the creator's bound; opening never changes it.
+    other = make_queue(qname, max_items=5)
+    assert other.max_items == 100
+
+
+def test_blocked_put_is_woken_by_a_get_under_max_items(make_queue):
+    q = make_queue(max_items=2)
+    q.put(1)
+    q.put(2)
+    threading.Timer(0.2, q.get).start()
+    t0 = time.monotonic()
+    q.put(3, timeout=10)
+    assert 0.1 < time.monotonic() - t0 < 5
+    assert q.qsize() == 2
+
+
+def test_put_many_stops_at_max_items(make_queue):
+    from sage_queue import BatchFull
+
+    q = make_queue(max_items=3)
+    with pytest.raises(BatchFull) as err:
+        q.put_many(list(range(5)), timeout=0.1)
+    assert err.value.count == 3
+    assert q.get_many(timeout=1) == [0, 1, 2]
+    with pytest.raises(ValueError, match="max_items"):
+        make_queue(max_items=0)
