@@ -20,6 +20,7 @@ import ctypes
 import platform
 import sys
 import threading
+from typing import Any, Callable, List, TypeVar
 
 from ._native import sage_queue as _gen
 
@@ -71,9 +72,9 @@ _LAYOUTS = {
 }
 
 
-def pinned() -> list:
+def pinned() -> List[str]:
     """Differences between what this module assumes and the generated module (empty: none)."""
-    problems = []
+    problems: List[str] = []
     if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64")):
         problems.append(f"ABI not checked on {sys.platform}/{platform.machine()}")
     for struct, fields in _LAYOUTS.items():
@@ -94,7 +95,7 @@ def pinned() -> list:
 ENABLED = not pinned()
 
 
-def _bind(name, holding_gil=False):
+def _bind(name: str, holding_gil: bool = False) -> Any:
     """A new function object for the symbol (the generated one stays untouched), called with
     ctypes values built once (c_uint64 id, c_double timeout, c_void_p status): with no
     argtypes, ctypes passes them as they are, a Python int as a C int (the ForeignBytes
@@ -122,7 +123,7 @@ class Thread:
 
     __slots__ = ("status", "address", "view", "view_capacity", "busy")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.status = _STATUS()
         self.address = ctypes.c_void_p(ctypes.addressof(self.status))
         self.view = memoryview(b"")
@@ -131,7 +132,7 @@ class Thread:
 
 
 class _Local(threading.local):
-    def __init__(self):
+    def __init__(self) -> None:
         self.t = Thread()
 
 
@@ -165,15 +166,20 @@ def discard(t: Thread) -> None:
     t.view_capacity = -1
 
 
-def raise_status(st) -> None:
+def raise_status(st: Any) -> None:
     """Raise the error a failed call left in `st` (a generated QueueError), and reset it."""
     try:
-        _gen._uniffi_check_call_status(_gen._UniffiFfiConverterTypeQueueError, st)
+        _gen._uniffi_check_call_status(  # type: ignore[no-untyped-call]
+            _gen._UniffiFfiConverterTypeQueueError, st
+        )
     finally:
         st.code = 0
 
 
-def call(fn, *args):
+_R = TypeVar("_R")
+
+
+def call(fn: Callable[..., _R], *args: Any) -> _R:
     """``fn(*args, status)`` with this thread's status: cleared first, checked after, and
     discarded (with the view's place) if any exception interrupts the call."""
     t = local.t
@@ -189,7 +195,7 @@ def call(fn, *args):
     return result
 
 
-def seconds(timeout: float):
+def seconds(timeout: float) -> ctypes.c_double:
     """A timeout as the c_double the entry points take."""
     return _ZERO if timeout == 0.0 else ctypes.c_double(timeout)
 
@@ -202,16 +208,20 @@ if ENABLED:
     # get_view(id, timeout, status) -> u64;
     # put_many(id, len, lengths, len, payloads, timeout, status) -> u32;
     # get_many_view(id, max_items, max_bytes, timeout, status) -> u64.
-    put = _bind("uniffi_sage_queue_fn_func_raw_put")
-    put_pair = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
-    get_view = _bind("uniffi_sage_queue_fn_func_raw_get_view")
+    put: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put")
+    put_pair: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
+    get_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_view")
     # First attempts, which never wait, holding the GIL:
     # try_put_pair(id, len, head, len, body, status) -> int8 (0: no room now);
     # try_get_view(id, status) -> u64 (NOTHING: empty now).
-    try_put_pair = _bind("uniffi_sage_queue_fn_func_raw_try_put_pair", holding_gil=True)
-    try_get_view = _bind("uniffi_sage_queue_fn_func_raw_try_get_view", holding_gil=True)
-    put_many = _bind("uniffi_sage_queue_fn_func_raw_put_many")
-    get_many_view = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
+    try_put_pair: Callable[..., int] = _bind(
+        "uniffi_sage_queue_fn_func_raw_try_put_pair", holding_gil=True
+    )
+    try_get_view: Callable[..., int] = _bind(
+        "uniffi_sage_queue_fn_func_raw_try_get_view", holding_gil=True
+    )
+    put_many: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_put_many")
+    get_many_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
 
 
 def raw_put(qid: int, data: bytes, timeout: float) -> None:

@@ -247,7 +247,7 @@ def from_native(err: Exception, name: Optional[str] = None) -> BaseException:
     ``name`` is the queue the call was about, used when the native error carries none.
     Anything that is not a native QueueError is returned unchanged.
     """
-    e = _native.QueueError
+    e: Any = _native.QueueError  # its variants are set at run time, unknown to mypy
     if isinstance(err, e.Empty):
         return queue.Empty()
     if isinstance(err, e.Full):

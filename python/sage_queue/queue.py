@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from . import _fastpath as _fast
 from . import _native
@@ -61,7 +61,9 @@ _U32_MAX = 2**32 - 1
 _dumps, _loads = pickle.dumps, pickle.loads
 
 _NativeError = _native.QueueError
-_WAIT_ERRORS = (_native.QueueError.Empty, _native.QueueError.Full)
+# The variants (nested classes the generated module adds at run time, unknown to mypy).
+_QE: Any = _native.QueueError
+_WAIT_ERRORS = (_QE.Empty, _QE.Full)
 _STATS_FIELDS = (
     "name", "path", "capacity", "max_message_size", "used_bytes", "free_bytes", "messages",
     "attached", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "waits_full", "waits_empty",
@@ -139,7 +141,10 @@ def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
 _BYTES_TAG = b"\x00"
 
 
-def _sliced(call, wait: Optional[float], *args):
+_T = TypeVar("_T")
+
+
+def _sliced(call: Callable[..., _T], wait: Optional[float], *args: Any) -> _T:
     """``call(*args, seconds)`` until it succeeds or ``wait`` has passed, waiting at most
     _SLICE per native call. The first call is the whole fast path when no wait is needed."""
     step = _SLICE if wait is None else min(wait, _SLICE)
@@ -164,7 +169,7 @@ if _FAST:
 _NOTHING = _fast.NOTHING
 
 
-def _table_payloads(mv: memoryview, lengths: "array.array") -> Iterable[bytes]:
+def _table_payloads(mv: memoryview, lengths: "array.array[int]") -> Iterable[bytes]:
     """The payloads of a table-layout batch view, as bytes."""
     off = 0
     for size in lengths:
@@ -221,7 +226,7 @@ def _mark_all_forked_in_child() -> None:
         q._forked()
 
 
-def _close_all_at_child_exit(_obj) -> None:
+def _close_all_at_child_exit(_obj: Any) -> None:
     # multiprocessing children end with os._exit(), skipping atexit; they do run the
     # finalizers registered after their start, so register one there.
     multiprocessing.util.Finalize(None, _close_all, exitpriority=0)
@@ -266,8 +271,9 @@ class SageQueue:
         create: Optional[bool] = None,
         max_items: Optional[int] = None,
     ):
-        self._native = None
-        self._forked_from = None  # the parent's native handle, until re-attached after fork
+        self._native: Optional[_native.SageQueue] = None
+        # The parent's native handle, until re-attached after fork:
+        self._forked_from: Optional[_native.SageQueue] = None
         self._cid = ctypes.c_uint64(0)  # id 0 names no handle: a call on it raises Closed
         self._closed_reason: Optional[str] = None
         self.original_name = name
@@ -304,7 +310,7 @@ class SageQueue:
 
     # ---- plumbing ----
 
-    def _handle(self):
+    def _handle(self) -> _native.SageQueue:
         """This handle's native object (re-attached first in a forked child), or QueueClosed."""
         if self._forked_from is not None:
             self._reattach_after_fork()
@@ -313,7 +319,7 @@ class SageQueue:
             raise QueueClosed(self.name, self._closed_reason or "this handle was closed")
         return native
 
-    def _open_handle(self):
+    def _open_handle(self) -> _native.SageQueue:
         """The native object for a call that does not check the queue's state itself:
         QueueClosed also when the queue was removed (by this or any process)."""
         native = self._handle()
@@ -455,14 +461,14 @@ class SageQueue:
             raise self._error(e) from None
         return self._decode(data)
 
-    def _fast_failed(self, st, tagged: bool = False) -> None:
+    def _fast_failed(self, st: Any, tagged: bool = False) -> None:
         """Raise the error a direct native call left in ``st`` as this handle's exception;
         but in a forked child whose handle is still the parent's (the call failed with
         Closed), re-attach and return, and the caller retries on the slow path."""
         try:
             _fast.raise_status(st)
         except _NativeError as e:
-            if self._forked_from is not None and isinstance(e, _native.QueueError.Closed):
+            if self._forked_from is not None and isinstance(e, _QE.Closed):
                 self._handle()
                 return
             raise self._error(e, tagged) from None
@@ -477,7 +483,7 @@ class SageQueue:
         was a bytes item plus its one-byte tag, which a size error leaves out of its numbers."""
         if self._native is None:
             return QueueClosed(self.name, self._closed_reason or "this handle was closed")
-        if tagged and isinstance(e, _native.QueueError.TooLarge):
+        if tagged and isinstance(e, _QE.TooLarge):
             return MessageTooLarge(e.size - 1, e.max_size - 1, tag=True)
         return from_native(e, self.name)
 
@@ -515,7 +521,7 @@ class SageQueue:
         while True:
             try:
                 done += _fast.raw_put_many(self._id, lengths[done:].tobytes(), body, step)
-            except _native.QueueError.Full:
+            except _QE.Full:
                 pass
             except _NativeError as e:
                 raise self._error(e) from None
@@ -634,10 +640,10 @@ class SageQueue:
         return results
 
     @staticmethod
-    def _load_pickles(mv: memoryview, lengths: "array.array") -> List[Any]:
+    def _load_pickles(mv: memoryview, lengths: "array.array[int]") -> List[Any]:
         """Load a batch of pickle-serializer messages straight from the buffer."""
         loads = pickle.loads
-        out = []
+        out: List[Any] = []
         append = out.append
         off = 0
         for size in lengths:
@@ -781,7 +787,7 @@ class SageQueue:
             return
         try:
             native.unlink()
-        except (_native.QueueError.Closed, _native.QueueError.NotFound):
+        except (_QE.Closed, _QE.NotFound):
             native.detach()  # somebody else removed it already
         except _NativeError as e:
             native.detach()

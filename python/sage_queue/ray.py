@@ -33,12 +33,16 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union, cast
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .queue import DEFAULT_MAXSIZE, SageQueue, SageQueueRef, host_id
+from .queue import DEFAULT_MAXSIZE, SageQueue
+from .reference import SageQueueRef, host_id
+
+if TYPE_CHECKING:
+    from .remote import RemoteSageQueue
 
 __all__ = [
     "HostedQueue",
@@ -67,7 +71,7 @@ class HostedQueue:
     owner: Any  # ray.actor.ActorHandle of _QueueOwner
     node_id: str
 
-    def get_queue(self) -> SageQueue:
+    def get_queue(self) -> "Union[SageQueue, RemoteSageQueue]":
         """Attach to the queue (on the queue's node only)."""
         return self.ref.get_queue()
 
@@ -114,7 +118,7 @@ def node_id(queue: QueueLike) -> str:
     hostname = ref.host_id.rsplit("/", 1)[0]
     candidates: List[str] = sorted(
         n["NodeID"]
-        for n in ray.nodes()
+        for n in ray.nodes()  # type: ignore[no-untyped-call]
         if n.get("Alive") and n.get("NodeManagerHostname") == hostname
     )
     if not candidates:
@@ -248,7 +252,7 @@ def simulated_cluster(
         yield SimulatedCluster(cluster=cluster, node_ids=ids, queue_dirs=dirs)
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
         if old_dir is None:
             os.environ.pop("SAGE_QUEUE_DIR", None)
         else:
