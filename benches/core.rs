@@ -87,7 +87,7 @@ fn throughput(
 ) {
     let n = name(tag);
     let cap = (64 << 20).max(size as u64 * 8);
-    let q = SageQueue::create(&n, cap, 0o600, true).unwrap();
+    let q = SageQueue::create(&n, cap, 0o600, true, 0).unwrap();
     let count = count / p * p;
     let start = Instant::now();
     if threads {
@@ -132,8 +132,8 @@ fn throughput(
 /// the default spin-then-futex wait.
 fn ping_pong(rounds: usize, spin: bool) {
     let (a, b) = (name("ping"), name("pong"));
-    let qa = SageQueue::create(&a, 1 << 20, 0o600, true).unwrap();
-    let qb = SageQueue::create(&b, 1 << 20, 0o600, true).unwrap();
+    let qa = SageQueue::create(&a, 1 << 20, 0o600, true, 0).unwrap();
+    let qb = SageQueue::create(&b, 1 << 20, 0o600, true, 0).unwrap();
     let get = move |q: &SageQueue| loop {
         match q.get(if spin { 0.0 } else { -1.0 }) {
             Ok(m) => return m,

@@ -14,6 +14,10 @@ pub enum Step {
     Taken = 3,
     /// The release-lock holder is about to zero consumed records.
     Releasing = 4,
+    /// In a bounded queue, the holder of the bound lock claimed (and wrote its WRITING
+    /// headers), took, or is turning a dead producer's record DEAD, and has not updated the
+    /// count yet.
+    Counting = 5,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -37,6 +41,7 @@ mod imp {
                 Ok("Written") => Step::Written as u8,
                 Ok("Taken") => Step::Taken as u8,
                 Ok("Releasing") => Step::Releasing as u8,
+                Ok("Counting") => Step::Counting as u8,
                 _ => 0,
             };
             STOP_AT.store(v, Relaxed);

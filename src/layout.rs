@@ -4,7 +4,9 @@
 //! offset  size    what
 //! 0       128     Identity (written once before the file is published, then read-only):
 //!                 magic "SAGEQUE1", version, data offset, capacity, slot count, owner uid,
-//!                 creator pid, creation time, and the queue-wide `closed` word.
+//!                 creator pid, creation time, the queue-wide `closed` word, and max_items
+//!                 (the item bound at offset 56; 0 = none, which is what segments written
+//!                 before the bound existed hold there, so they read as unbounded).
 //! 128     128     Producers' line: tail (next byte position to claim), msgs_in, bytes_in,
 //!                 waits_full.
 //! 256     128     Consumers' line: head (next position to take), msgs_out, bytes_out,
@@ -16,6 +18,9 @@
 //! 640     128     Wake word for producers: space_seq, space_waiters (futex).
 //! 768     128     Tasks: tasks_done, join_seq, join_waiters (futex).
 //! 896     128     Statistics baselines taken by reset_stats.
+//! 1024    128     Item bound (used only when max_items > 0, see bound.rs): count, the bound
+//!                 lock (owner slot and generation) and its journal (kind, count before, two
+//!                 positions, a number). Zero in older segments, which are unbounded.
 //! 4096    64*1024 Attachment slots, 64 bytes each: generation, pid, process start time, and
 //!                 the slot's claim intent (producer range) and read intent (consumer range).
 //!                 Liveness of slot i is an OFD write lock on byte i of the file, which the
@@ -104,6 +109,8 @@ pub struct Identity {
     pub _reserved: u32,
     pub created_unix_ms: u64,
     pub closed: AtomicU32,
+    /// The most messages the queue holds at once (0: no bound). Offset 56.
+    pub max_items: u64,
 }
 
 #[repr(C, align(128))]
@@ -156,6 +163,22 @@ pub struct Baselines {
     pub lost: AtomicU64,
 }
 
+/// The item bound's shared state (bound.rs): see its header comment for the protocol.
+#[repr(C, align(128))]
+pub struct ItemLine {
+    /// Messages counted against max_items (WRITING or COMMITTED records at or above head).
+    pub count: AtomicU64,
+    /// Owner word of the bound lock (slot + 1 << 32 | generation), 0 when free.
+    pub lock: AtomicU64,
+    /// Journal of the lock holder's step: kind (0 none), the count before, and the step's
+    /// positions and number.
+    pub j_kind: AtomicU64,
+    pub j_count: AtomicU64,
+    pub j_from: AtomicU64,
+    pub j_to: AtomicU64,
+    pub j_n: AtomicU64,
+}
+
 #[repr(C)]
 pub struct Header {
     pub id: Identity,
@@ -166,6 +189,7 @@ pub struct Header {
     pub space_wake: WakeLine,
     pub tasks: TaskLine,
     pub base: Baselines,
+    pub items: ItemLine,
 }
 
 #[repr(C, align(64))]
@@ -181,7 +205,11 @@ pub struct Slot {
 
 // loom's atomics are larger than the real ones; the model never maps a segment.
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Header>() == 1024);
+const _: () = assert!(std::mem::size_of::<Header>() == 1152);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::offset_of!(Identity, max_items) == 56);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Identity>() == 128);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Header>() <= SLOTS_OFFSET);
 #[cfg(not(loom))]

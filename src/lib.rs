@@ -6,6 +6,7 @@
 //! CONSUMED) -> `Ring::release` (zero, advance) -> `SageQueue::get` returns the bytes.
 //! Module map: error (typed errors), name (names and file names), layout (bytes of a segment),
 //! segment (the file and its mapping), attach (slots and liveness), ring (the protocol),
+//! bound (the optional limit on the number of messages),
 //! wait (spin and futex), queue (the handle the UDL exposes), registry (handles by id for raw_* calls), fault (test-only hooks).
 //!
 //! Built with `--cfg loom` (tests only), the crate is the protocol core checked by loom
@@ -15,6 +16,7 @@
 #![cfg_attr(loom, allow(dead_code))]
 
 mod attach;
+mod bound;
 mod error;
 mod fault;
 mod layout;

@@ -65,7 +65,7 @@ impl Shm {
     /// the slots' empty intents) with every slot attached (generation 1, as attach.rs does),
     /// whose cursors are all at `start`: the state any queue is in after `start` bytes of
     /// traffic, all consumed and released.
-    fn new(cap: u64, start: u64, yield_at_taken: bool) -> Arc<Shm> {
+    fn new(cap: u64, start: u64, yield_at_taken: bool, max_items: u64) -> Arc<Shm> {
         assert!(start % 8 == 0);
         let wake = || WakeLine {
             seq: a32(0),
@@ -83,6 +83,7 @@ impl Shm {
                 _reserved: 0,
                 created_unix_ms: 0,
                 closed: a32(0),
+                max_items,
             },
             prod: ProducerLine {
                 tail: a64(start),
@@ -119,6 +120,15 @@ impl Shm {
                 waits_empty: a64(0),
                 recovered: a64(0),
                 lost: a64(0),
+            },
+            items: ItemLine {
+                count: a64(0),
+                lock: a64(0),
+                j_kind: a64(0),
+                j_count: a64(0),
+                j_from: a64(0),
+                j_to: a64(0),
+                j_n: a64(0),
             },
         };
         let slots = (0..SLOTS)
@@ -229,7 +239,7 @@ fn produce(shm: &Shm, slot: usize, msgs: &[Vec<u8>], batch: usize, nowait: bool)
             // check may already hold while the release lock holder still has to run.
             let need = span(msgs[done].len() as u64);
             thread::yield_now();
-            while !ring.has_space(need) {
+            while !ring.has_space(need) || ring.items_room() == 0 {
                 thread::yield_now();
             }
         }
@@ -258,6 +268,12 @@ fn consume(shm: &Shm, slot: usize, producers: u64, max_items: usize) -> Vec<Vec<
             .try_get(&mut cache, max_items, u64::MAX, &mut sink)
             .expect("try_get");
         if n > 0 {
+            let max = shm.hdr.id.max_items;
+            let count = shm.hdr.items.count.load(SeqCst);
+            assert!(
+                max == 0 || count <= max,
+                "item count {count} above the bound {max}"
+            );
             shm.taken.fetch_add(n as u64, SeqCst);
             continue;
         }
@@ -294,6 +310,11 @@ struct Model {
     /// Consumers yield right after taking records, so loom runs the other threads in that
     /// window (a different search: loom deprioritises a thread that yields).
     yield_at_taken: bool,
+    /// The queue's max_items (0: none, so the bound lock is never taken). Every model uses 0:
+    /// a bounded model (two producers and a consumer taking turns at the bound lock) ran into
+    /// loom's branch limit, as loom explores unfair schedules in which a spinning thread keeps
+    /// losing the lock; the bound is tested by tests/bound.rs and tests/faults.rs.
+    bound_items: u64,
 }
 
 impl Model {
@@ -321,7 +342,7 @@ impl Model {
     }
 
     fn once(&self) {
-        let shm = Shm::new(self.cap, self.start, self.yield_at_taken);
+        let shm = Shm::new(self.cap, self.start, self.yield_at_taken, self.bound_items);
         let sent: Vec<Vec<Vec<u8>>> = (self.sends.iter().enumerate())
             .map(|(p, lens)| {
                 (lens.iter().enumerate())
@@ -412,6 +433,10 @@ impl Model {
         assert_eq!(h.prod.bytes_in.load(SeqCst), total_bytes as u64);
         assert_eq!(h.cons.bytes_out.load(SeqCst), total_bytes as u64);
         assert_eq!(h.rel.recovered.load(SeqCst) + h.rel.lost.load(SeqCst), 0);
+        // The item bound's count is back to zero, its lock free, its journal empty.
+        assert_eq!(h.items.count.load(SeqCst), 0, "item count left");
+        assert_eq!(h.items.lock.load(SeqCst), 0, "bound lock still held");
+        assert_eq!(h.items.j_kind.load(SeqCst), 0, "bound journal left");
     }
 }
 
@@ -437,6 +462,7 @@ fn loom_mpmc() {
         max_items: 1,
         bound: 0,
         yield_at_taken: false,
+        bound_items: 0,
     }
     .run();
 }
@@ -460,6 +486,7 @@ fn loom_producers_race_and_reuse() {
         max_items: 1,
         bound: 1,
         yield_at_taken: false,
+        bound_items: 0,
     };
     same_spans.run();
     Model {
@@ -487,6 +514,7 @@ fn loom_consumers_race() {
         max_items: 1,
         bound: 2,
         yield_at_taken: false,
+        bound_items: 0,
     }
     .run();
 }
@@ -508,6 +536,7 @@ fn loom_batch() {
         max_items: 2,
         bound: 2,
         yield_at_taken: false,
+        bound_items: 0,
     };
     at_start.run();
     Model {
@@ -535,6 +564,7 @@ fn loom_put_nowait() {
         max_items: 1,
         bound: 2,
         yield_at_taken: false,
+        bound_items: 0,
     }
     .run();
 }
@@ -560,6 +590,7 @@ fn loom_padding_reused_while_taken() {
         max_items: 1,
         bound: 2,
         yield_at_taken: true,
+        bound_items: 0,
     }
     .run();
 }

@@ -63,6 +63,7 @@ pub struct QueueStats {
     pub creator_pid: u32,
     pub owner_uid: u32,
     pub created_unix_ms: u64,
+    pub max_items: u64,
 }
 
 pub struct QueueInfo {
@@ -80,7 +81,13 @@ pub struct QueueInfo {
 impl SageQueue {
     // ---- constructors ----
 
-    pub fn create(name: &str, capacity: u64, mode: u32, auto_cleanup: bool) -> Result<Self> {
+    pub fn create(
+        name: &str,
+        capacity: u64,
+        mode: u32,
+        auto_cleanup: bool,
+        max_items: u64,
+    ) -> Result<Self> {
         name::validate(name)?;
         if capacity == 0 {
             return Err(QueueError::invalid("capacity must be at least 1 byte"));
@@ -92,7 +99,7 @@ impl SageQueue {
             )));
         };
         let dir = segment::queue_dir();
-        let (mut seg, tmp) = Segment::create_unpublished(&dir, rounded, mode)?;
+        let (mut seg, tmp) = Segment::create_unpublished(&dir, rounded, mode, max_items)?;
         // Take the first slot before the name appears, so no closer can remove it under us.
         let (slot, gen) = match attach::attach(&seg.file, seg.slots()) {
             Ok(v) => v,
@@ -144,6 +151,7 @@ impl SageQueue {
         capacity: u64,
         mode: u32,
         auto_cleanup: bool,
+        max_items: u64,
     ) -> Result<Self> {
         name::validate(name)?;
         for _ in 0..100 {
@@ -151,7 +159,7 @@ impl SageQueue {
                 Err(QueueError::NotFound { .. }) => {}
                 other => return other,
             }
-            match Self::create(name, capacity, mode, auto_cleanup) {
+            match Self::create(name, capacity, mode, auto_cleanup, max_items) {
                 Err(QueueError::AlreadyExists { .. }) => {}
                 other => return other,
             }
@@ -285,7 +293,7 @@ impl SageQueue {
                 ring.release();
                 Ok((ring.try_put(cache, &[msg]) == 1).then_some(()))
             },
-            |ring| ring.has_space(need),
+            |ring| ring.has_space(need) && ring.items_room() > 0,
         )
     }
 
@@ -365,7 +373,7 @@ impl SageQueue {
                     }
                     Ok((n > 0).then_some(n))
                 },
-                |ring| ring.has_space(need),
+                |ring| ring.has_space(need) && ring.items_room() > 0,
             );
             match res {
                 Ok(n) => done += n,
@@ -440,10 +448,19 @@ impl SageQueue {
         self.qsize() == 0
     }
 
+    /// No room for an empty message, or as many messages as max_items.
     pub fn is_full(&self) -> bool {
         let ring = self.ring();
+        if ring.items_room() == 0 {
+            return true;
+        }
         ring.release();
         ring.free_bytes() < span(0)
+    }
+
+    /// The most messages this queue holds at once (0: no bound), fixed when it was created.
+    pub fn max_items(&self) -> u64 {
+        self.seg.header().id.max_items
     }
 
     pub fn capacity(&self) -> u64 {
@@ -644,6 +661,7 @@ fn stats_of(seg: &Segment, name: &str, attached: u32) -> QueueStats {
         creator_pid: h.id.creator_pid,
         owner_uid: h.id.owner_uid,
         created_unix_ms: h.id.created_unix_ms,
+        max_items: h.id.max_items,
     }
 }
 

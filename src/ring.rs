@@ -133,10 +133,19 @@ impl<'a> Ring<'a> {
         &self.slots[self.me.slot as usize]
     }
 
+    /// This handle as a lock owner word.
+    pub(crate) fn owner_word(&self) -> u64 {
+        self.me.owner_word()
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.cap
+    }
+
     // ---- raw access: the only code that touches ring bytes ----
 
     #[cfg(not(loom))]
-    fn hword(&self, pos: u64) -> &AtomicU64 {
+    pub(crate) fn hword(&self, pos: u64) -> &AtomicU64 {
         // Record positions are 8-aligned in a well-formed segment, but the cursors they come
         // from are read from the shared file: rounding down keeps an unaligned (corrupt) one
         // from making this 8-byte access run past the end of the ring and of the mapping.
@@ -201,7 +210,7 @@ impl<'a> Ring<'a> {
     // they order the plain byte copies above).
 
     #[cfg(loom)]
-    fn hword(&self, pos: u64) -> &AtomicU64 {
+    pub(crate) fn hword(&self, pos: u64) -> &AtomicU64 {
         // Rounds down to a word, as above.
         &self.data[((pos & self.mask) / 8) as usize]
     }
@@ -249,7 +258,7 @@ impl<'a> Ring<'a> {
     }
 
     /// The span of a record with header `w` at `pos`, if it stays within the lap and below `limit`.
-    fn check_span(&self, pos: u64, w: u64, limit: u64) -> Result<u64> {
+    pub(crate) fn check_span(&self, pos: u64, w: u64, limit: u64) -> Result<u64> {
         let s = span(word_len(w));
         let to_end = self.cap - (pos & self.mask);
         if s > to_end || pos + s > limit {
@@ -327,9 +336,23 @@ impl<'a> Ring<'a> {
     /// Put a prefix of `msgs` that fits now; returns how many were put (0: no space).
     pub fn try_put(&self, cache: &mut Cache, msgs: &[Msg]) -> usize {
         let mut spans_buf = [0u64; 64];
-        let n = msgs.len().min(spans_buf.len());
+        let mut n = msgs.len().min(spans_buf.len());
         for (s, m) in spans_buf.iter_mut().zip(msgs) {
             *s = span(m.len());
+        }
+        // A bounded queue claims under the bound lock, as many as the bound allows (bound.rs).
+        let mut bound = None;
+        if self.max_items() > 0 {
+            let Some(g) = self.lock_items() else {
+                return 0;
+            };
+            let before = g.count();
+            n = n.min(self.max_items().saturating_sub(before) as usize);
+            if n == 0 {
+                return 0;
+            }
+            g.journal_put(before, self.hdr.prod.tail.load(Acquire));
+            bound = Some((g, before));
         }
         let Claim::Got { pos, count } = self.claim(cache, &spans_buf[..n]) else {
             return 0;
@@ -342,6 +365,11 @@ impl<'a> Ring<'a> {
             p += span(m.len());
         }
         fence(Release);
+        if let Some((g, before)) = bound {
+            crate::fault::hook(crate::fault::Step::Counting);
+            g.set_count(before + count as u64);
+            drop(g);
+        }
         crate::fault::hook(crate::fault::Step::Written);
         let mut p = pos;
         let mut bytes = 0;
@@ -383,6 +411,14 @@ impl<'a> Ring<'a> {
         sink: &mut dyn FnMut(&Ring, u64, u64),
     ) -> Result<usize> {
         let me = self.my_slot();
+        // A bounded queue takes under the bound lock and counts what it took (bound.rs).
+        let mut bound = None;
+        if self.max_items() > 0 {
+            bound = Some(match self.lock_items() {
+                Some(g) => g,
+                None => return Ok(0),
+            });
+        }
         'retry: loop {
             let h = self.hdr.cons.head.load(Acquire);
             if h >= cache.tail {
@@ -443,6 +479,15 @@ impl<'a> Ring<'a> {
             }
             me.read_end.store(p, Relaxed);
             me.read_start.store(h, Relaxed);
+            let items = cache.taking.len();
+            let before = match &bound {
+                Some(g) if items > 0 => {
+                    let c = g.count();
+                    g.journal_take(c, h, p, items as u64);
+                    Some(c)
+                }
+                _ => None,
+            };
             if self
                 .hdr
                 .cons
@@ -453,9 +498,19 @@ impl<'a> Ring<'a> {
                 // Withdraw the intent: this retry may return without taking anything, and a
                 // stale intent of a live handle would stop recovery of a dead reader's record.
                 me.read_start.store(NONE, Relaxed);
+                if let Some(g) = &bound {
+                    g.clear_journal();
+                }
                 continue;
             }
-            let items = cache.taking.len();
+            if let (Some(c), Some(g)) = (before, &bound) {
+                crate::fault::hook(crate::fault::Step::Counting);
+                g.set_count(c.saturating_sub(items as u64));
+            }
+            if items > 0 {
+                // Clears the journal and frees the bound lock before the copy-out.
+                drop(bound.take());
+            }
             if items == 0 {
                 // Only padding or dead records: skipped; the releaser frees them.
                 me.read_start.store(NONE, Release);
@@ -476,6 +531,10 @@ impl<'a> Ring<'a> {
                 self.hword(q).store(word(len, CONSUMED), SeqCst);
             }
             me.read_start.store(NONE, Release);
+            if self.max_items() > 0 {
+                // Producers may wait for the bound.
+                wait::wake(&self.hdr.space_wake);
+            }
             let backlog = p - self.hdr.rel.released.load(Relaxed);
             if backlog >= self.cap / 4 || self.hdr.space_wake.waiters.load(SeqCst) > 0 {
                 self.release();
@@ -612,7 +671,7 @@ impl<'a> Ring<'a> {
         true
     }
 
-    fn owner_alive(&self, owner: u64) -> bool {
+    pub(crate) fn owner_alive(&self, owner: u64) -> bool {
         let slot = ((owner >> 32) as u32).wrapping_sub(1);
         let gen = owner as u32;
         if slot as usize >= self.slots.len() {
@@ -740,6 +799,14 @@ impl<'a> Ring<'a> {
         };
         if self.live_intent(h, end, false) || self.hdr.cons.head.load(Acquire) != h {
             return false;
+        }
+        if self.max_items() > 0 && word_state(w) == WRITING {
+            // A counted record: the count goes down with it, under the bound lock.
+            if !self.kill_counted_record(h, w) {
+                return false;
+            }
+            self.hdr.rel.recovered.fetch_add(1, Relaxed);
+            return true;
         }
         if self
             .hword(h)

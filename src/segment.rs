@@ -81,7 +81,12 @@ impl Segment {
     /// Returns the segment and its temporary path; `publish` links it to its real name.
     /// Too little space is NoSpace, checked before the file exists and again by the
     /// reservation itself; no file is left behind on any error.
-    pub fn create_unpublished(dir: &Path, capacity: u64, mode: u32) -> Result<(Segment, PathBuf)> {
+    pub fn create_unpublished(
+        dir: &Path,
+        capacity: u64,
+        mode: u32,
+        max_items: u64,
+    ) -> Result<(Segment, PathBuf)> {
         let len = DATA_OFFSET as u64 + capacity;
         // A hopeless request fails here, without allocating anything.
         if let Ok(free) = free_bytes(dir) {
@@ -159,11 +164,11 @@ impl Segment {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        seg.init_header(capacity);
+        seg.init_header(capacity, max_items);
         Ok((seg, tmp))
     }
 
-    fn init_header(&self, capacity: u64) {
+    fn init_header(&self, capacity: u64, max_items: u64) {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -180,6 +185,7 @@ impl Segment {
             (*id).owner_uid = euid();
             (*id).creator_pid = std::process::id();
             (*id).created_unix_ms = created;
+            (*id).max_items = max_items;
         }
         for slot in self.slots() {
             slot.claim_start.store(layout::NONE, Ordering::Relaxed);

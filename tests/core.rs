@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn create(cap: u64) -> SageQueue {
-    SageQueue::create(&unique("q"), cap, 0o600, true).unwrap()
+    SageQueue::create(&unique("q"), cap, 0o600, true, 0).unwrap()
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn batch_larger_than_ring_goes_in_parts() {
 fn names_are_checked() {
     for bad in ["", ".x", "a/b", "../x", "a b", &"x".repeat(201)] {
         assert!(matches!(
-            SageQueue::create(bad, 4096, 0o600, true),
+            SageQueue::create(bad, 4096, 0o600, true, 0),
             Err(QueueError::InvalidName { .. })
         ));
         assert!(matches!(
@@ -204,16 +204,16 @@ fn create_open_and_cleanup() {
         SageQueue::open(&name, true),
         Err(QueueError::NotFound { .. })
     ));
-    let a = SageQueue::create(&name, 5000, 0o600, true).unwrap();
+    let a = SageQueue::create(&name, 5000, 0o600, true, 0).unwrap();
     assert_eq!(a.capacity(), 8192);
     assert!(matches!(
-        SageQueue::create(&name, 4096, 0o600, true),
+        SageQueue::create(&name, 4096, 0o600, true, 0),
         Err(QueueError::AlreadyExists { .. })
     ));
     let path = a.path();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let b = SageQueue::open_or_create(&name, 1 << 20, 0o600, true).unwrap();
+    let b = SageQueue::open_or_create(&name, 1 << 20, 0o600, true, 0).unwrap();
     assert!(!b.created());
     assert_eq!(b.capacity(), 8192);
     assert_eq!(a.stats().unwrap().attached, 2);
@@ -227,7 +227,7 @@ fn create_open_and_cleanup() {
     drop(b);
     assert!(!Path::new(&path).exists(), "last close removes the segment");
 
-    let keep = SageQueue::create(&unique("keep"), 4096, 0o600, false).unwrap();
+    let keep = SageQueue::create(&unique("keep"), 4096, 0o600, false, 0).unwrap();
     let path = keep.path();
     drop(keep);
     assert!(
@@ -241,7 +241,7 @@ fn create_open_and_cleanup() {
 #[test]
 fn unlink_closes_for_everyone() {
     let name = unique("unlink");
-    let a = Arc::new(SageQueue::create(&name, 4096, 0o600, true).unwrap());
+    let a = Arc::new(SageQueue::create(&name, 4096, 0o600, true, 0).unwrap());
     let b = SageQueue::open(&name, true).unwrap();
     let a2 = a.clone();
     let waiter = std::thread::spawn(move || a2.get(-1.0));
@@ -276,7 +276,7 @@ fn foreign_and_corrupt_files_are_rejected_untouched() {
         std::fs::write(&path, bytes).unwrap();
         let err = SageQueue::open(&name, true).err().unwrap();
         assert!(matches!(err, QueueError::NotAQueue { .. }), "{n}: {err}");
-        let err = SageQueue::open_or_create(&name, 4096, 0o600, true)
+        let err = SageQueue::open_or_create(&name, 4096, 0o600, true, 0)
             .err()
             .unwrap();
         assert!(matches!(err, QueueError::NotAQueue { .. }), "{n}: {err}");
@@ -285,7 +285,7 @@ fn foreign_and_corrupt_files_are_rejected_untouched() {
     }
     // A real segment with a newer version, and one truncated.
     let name = unique("ver");
-    let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
     let path = q.path();
     drop(q);
     let good = std::fs::read(&path).unwrap();
@@ -316,7 +316,7 @@ fn foreign_and_corrupt_files_are_rejected_untouched() {
         Err(QueueError::NotAQueue { .. })
     ));
     assert!(matches!(
-        SageQueue::create(&name, 4096, 0o600, true),
+        SageQueue::create(&name, 4096, 0o600, true, 0),
         Err(QueueError::AlreadyExists { .. })
     ));
     assert_eq!(std::fs::read(&target).unwrap(), b"secret");
@@ -351,7 +351,7 @@ fn mpmc_threads_exactly_once_in_producer_order() {
     const CONSUMERS: usize = 3;
     const PER: u64 = 20_000;
     let name = unique("mpmc");
-    let keep = SageQueue::create(&name, 16 * 1024, 0o600, true).unwrap();
+    let keep = SageQueue::create(&name, 16 * 1024, 0o600, true, 0).unwrap();
     let mut handles = Vec::new();
     for p in 0..PRODUCERS {
         let name = name.clone();
@@ -490,7 +490,7 @@ fn attached_count_is_exact_whatever_the_lock_order() {
     // Slots are taken in offset order, but the kernel lists locks in the order they were
     // taken: a handle that re-fills a hole must still be counted.
     let name = unique("count");
-    let a = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let a = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     let b = SageQueue::open(&name, true).unwrap();
     let c = SageQueue::open(&name, true).unwrap();
     drop(b);
@@ -549,7 +549,7 @@ fn table_layout_batches() {
 fn a_closed_segment_left_at_its_path_is_cleared() {
     // An unlink that died between marking the queue closed and removing the file.
     let name = unique("leftover");
-    let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
     let path = q.path();
     let bytes = std::fs::read(&path).unwrap();
     q.unlink().unwrap();
@@ -562,7 +562,7 @@ fn a_closed_segment_left_at_its_path_is_cleared() {
     ));
     assert!(!Path::new(&path).exists());
     std::fs::write(&path, &closed).unwrap();
-    let fresh = SageQueue::open_or_create(&name, 4096, 0o600, true).unwrap();
+    let fresh = SageQueue::open_or_create(&name, 4096, 0o600, true, 0).unwrap();
     assert!(fresh.created());
     fresh.put(b"x", 0.0).unwrap();
     assert_eq!(fresh.get(0.0).unwrap(), b"x");
@@ -580,7 +580,7 @@ fn corrupt_cursors_are_rejected_at_open() {
     ];
     for [tail, head, released] in cases {
         let name = unique("badcursor");
-        let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+        let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
         let path = q.path();
         drop(q);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -610,7 +610,7 @@ fn unaligned_cursors_written_after_open_stay_inside_the_ring() {
     use std::os::unix::fs::FileExt;
     for cursor in [4095u64, 4093, 4097, 8191 + 4096] {
         let name = unique("unaligned");
-        let q = SageQueue::create(&name, 4096, 0o600, false).unwrap();
+        let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
         let path = q.path();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         for offset in [128, 256, 384] {
@@ -639,7 +639,7 @@ fn a_shortened_segment_fails_instead_of_crashing() {
     // A waiting call checks the length and fails; a handle dropped afterwards does not touch
     // the missing pages; opening names the file.
     let name = unique("shrunk");
-    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     let path = q.path();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(4096).unwrap();

@@ -78,11 +78,23 @@ fn churn(q: &SageQueue, rounds: u64) {
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
+/// Exactly `n` small messages fit (the bound), and come out in order; the queue is empty after.
+fn fill_exactly(q: &SageQueue, n: u8) {
+    for i in 0..n {
+        q.put(&[i], 0.0).expect("a put below the bound");
+    }
+    assert_eq!(q.put(b"over", 0.0), Err(QueueError::Full));
+    for i in 0..n {
+        assert_eq!(q.get(2.0).unwrap(), [i]);
+    }
+    assert_eq!(q.get(0.0), Err(QueueError::Empty));
+}
+
 #[test]
 fn kill_at_every_step() {
     // A producer dies after winning the tail CAS, before writing a header.
     let name = unique("claimed");
-    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     kill_child_at(&name, Step::Claimed, |q| {
         q.put(b"from the dead", 0.0).unwrap()
     });
@@ -95,7 +107,7 @@ fn kill_at_every_step() {
     // A producer dies mid-copy (header WRITING, payload partly written).
     drop(q);
     let name = unique("written");
-    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     q.put(b"before", 0.0).unwrap();
     kill_child_at(&name, Step::Written, |q| q.put(&[1u8; 500], 0.0).unwrap());
     q.put(b"after", 0.0).unwrap();
@@ -107,7 +119,7 @@ fn kill_at_every_step() {
     // A producer dies inside a batch.
     drop(q);
     let name = unique("batch");
-    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     kill_child_at(&name, Step::Written, |q| {
         let f = frames(&[vec![1u8; 10], vec![2u8; 20], vec![3u8; 30]]);
         q.put_batch(&f, 0.0).unwrap();
@@ -120,7 +132,7 @@ fn kill_at_every_step() {
     // with it, and its space comes back.
     drop(q);
     let name = unique("taken");
-    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     q.put(b"m1", 0.0).unwrap();
     q.put(b"m2", 0.0).unwrap();
     kill_child_at(&name, Step::Taken, |q| {
@@ -139,7 +151,7 @@ fn kill_at_every_step() {
     // The release-lock holder dies while zeroing.
     drop(q);
     let name = unique("releasing");
-    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     kill_child_at(&name, Step::Releasing, |q| loop {
         q.put(&[5u8; 600], 0.0).unwrap();
         q.get(0.0).unwrap();
@@ -153,7 +165,7 @@ fn kill_at_every_step() {
     // padding's header, walk past its message and return nothing; found by the soak).
     drop(q);
     let name = unique("padding");
-    let q = SageQueue::create(&name, 4096, 0o600, true).unwrap();
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     for _ in 0..3 {
         q.put(&[1u8; 1000], 0.0).unwrap(); // 1008 bytes each in the ring
         q.get(0.0).unwrap();
@@ -171,6 +183,54 @@ fn kill_at_every_step() {
     assert_eq!(q.get(0.0).unwrap(), [0xabu8; 1500]);
     assert_eq!(q.stats().unwrap().lost, 0);
     churn(&q, 3);
+
+    // Bounded queues (max_items, bound.rs). A producer dies holding the bound lock, after its
+    // claim and WRITING header, before counting: the next taker of the lock repairs the count
+    // from the journal, and recovery of the dead record gives its place in the bound back.
+    drop(q);
+    let name = unique("bound-put");
+    let q = SageQueue::create(&name, 4096, 0o600, true, 3).unwrap();
+    q.put(b"m1", 0.0).unwrap();
+    kill_child_at(&name, Step::Counting, |q| q.put(b"dead", 0.0).unwrap());
+    assert_eq!(q.get(2.0).unwrap(), b"m1");
+    assert_eq!(q.get(0.2), Err(QueueError::Empty));
+    assert_eq!(q.stats().unwrap().recovered, 1);
+    fill_exactly(&q, 3);
+    churn(&q, 3);
+
+    // A consumer dies holding the bound lock after taking, before counting: its message is
+    // lost and its place in the bound comes back.
+    drop(q);
+    let name = unique("bound-take");
+    let q = SageQueue::create(&name, 4096, 0o600, true, 3).unwrap();
+    q.put(b"m1", 0.0).unwrap();
+    q.put(b"m2", 0.0).unwrap();
+    kill_child_at(&name, Step::Counting, |q| {
+        q.get(0.0).unwrap();
+    });
+    q.put(b"a", 0.0).unwrap();
+    q.put(b"b", 0.0).unwrap();
+    assert_eq!(q.put(b"x", 0.0), Err(QueueError::Full));
+    for m in [&b"m2"[..], b"a", b"b"] {
+        assert_eq!(q.get(2.0).unwrap(), m);
+    }
+    churn(&q, 3);
+    assert_eq!(q.stats().unwrap().lost, 1);
+    fill_exactly(&q, 3);
+
+    // A producer dies mid-copy (counted, never committed); then a recovering consumer dies
+    // holding the bound lock while it turns that record DEAD: the journal finishes its step.
+    drop(q);
+    let name = unique("bound-dead");
+    let q = SageQueue::create(&name, 4096, 0o600, true, 2).unwrap();
+    kill_child_at(&name, Step::Written, |q| q.put(&[1u8; 500], 0.0).unwrap());
+    kill_child_at(&name, Step::Counting, |q| {
+        let _ = q.get(1.0);
+    });
+    fill_exactly(&q, 2);
+    assert_eq!(q.stats().unwrap().recovered, 1);
+    churn(&q, 3);
+    fill_exactly(&q, 2);
 
     // Nothing is left behind once the survivors close.
     drop(q);

@@ -28,7 +28,7 @@ fn invalid_files_are_removed_only_when_asked() {
         let path = path_of(name);
         for err in [
             SageQueue::open(name, true).err().unwrap(),
-            SageQueue::open_or_create(name, 4096, 0o600, true)
+            SageQueue::open_or_create(name, 4096, 0o600, true, 0)
                 .err()
                 .unwrap(),
             unlink_queue(name, false).err().unwrap(),
@@ -42,7 +42,7 @@ fn invalid_files_are_removed_only_when_asked() {
     }
     // gc without include_invalid keeps them; a valid unused queue goes.
     let kept = unique("kept");
-    drop(SageQueue::create(&kept, 4096, 0o600, false).unwrap());
+    drop(SageQueue::create(&kept, 4096, 0o600, false, 0).unwrap());
     let removed = collect_garbage(false).unwrap();
     assert_eq!(removed, vec![kept.clone()]);
     assert!(Path::new(&path_of(&empty)).exists());
@@ -57,7 +57,7 @@ fn invalid_files_are_removed_only_when_asked() {
 
     // A segment of another layout version: force removes it, gc keeps it.
     let newer = unique("newer");
-    let q = SageQueue::create(&newer, 4096, 0o600, false).unwrap();
+    let q = SageQueue::create(&newer, 4096, 0o600, false, 0).unwrap();
     let path = q.path();
     drop(q);
     let mut bytes = std::fs::read(&path).unwrap();

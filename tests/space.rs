@@ -84,7 +84,7 @@ fn a_small_folder_refuses_big_queues_and_never_crashes() {
     std::env::set_var("SAGE_QUEUE_DIR", &dir);
 
     // 64 MiB cannot fit a 16 MiB folder: a typed error that says why, and no file.
-    let err = SageQueue::create("big", 64 << 20, 0o600, true)
+    let err = SageQueue::create("big", 64 << 20, 0o600, true, 0)
         .err()
         .expect("a 64 MiB queue in a 16 MiB folder must fail");
     let QueueError::NoSpace { reason } = &err else {
@@ -94,14 +94,14 @@ fn a_small_folder_refuses_big_queues_and_never_crashes() {
     assert!(reason.contains(&(64u64 << 20).to_string()), "{reason}");
     assert!(reason.contains("bytes are free"), "{reason}");
     assert_eq!(files_in(&dir), Vec::<String>::new());
-    let err = SageQueue::open_or_create("big", 64 << 20, 0o600, true)
+    let err = SageQueue::open_or_create("big", 64 << 20, 0o600, true, 0)
         .err()
         .unwrap();
     assert!(matches!(err, QueueError::NoSpace { .. }), "{err:?}");
     assert_eq!(files_in(&dir), Vec::<String>::new());
 
     // Above the largest capacity: refused, not clamped; max_message_size saturates.
-    let err = SageQueue::create("huge", 1 << 41, 0o600, true)
+    let err = SageQueue::create("huge", 1 << 41, 0o600, true, 0)
         .err()
         .unwrap();
     assert!(
@@ -126,7 +126,7 @@ fn a_small_folder_refuses_big_queues_and_never_crashes() {
                 libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
             }
             matches!(
-                SageQueue::create("limited", 4 << 20, 0o600, true),
+                SageQueue::create("limited", 4 << 20, 0o600, true, 0),
                 Err(QueueError::NoSpace { .. })
             )
         }),
@@ -136,7 +136,7 @@ fn a_small_folder_refuses_big_queues_and_never_crashes() {
 
     // A 4 MiB queue fits. Then another file takes every byte left in the folder; the queue's
     // space was reserved at creation, so filling the whole ring must work.
-    let q = SageQueue::create("fits", 4 << 20, 0o600, true).unwrap();
+    let q = SageQueue::create("fits", 4 << 20, 0o600, true, 0).unwrap();
     let filler = dir.join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
     let chunk = vec![1u8; 64 << 10];
@@ -165,7 +165,7 @@ fn a_small_folder_refuses_big_queues_and_never_crashes() {
     }
     // Another queue cannot be made now.
     assert!(matches!(
-        SageQueue::create("more", 4096, 0o600, true),
+        SageQueue::create("more", 4096, 0o600, true, 0),
         Err(QueueError::NoSpace { .. })
     ));
     drop(q);

@@ -23,6 +23,7 @@ fn queue() -> &'static (Arc<SageQueue>, u64) {
                 16384,
                 0o600,
                 true,
+                0,
             )
             .expect("create queue"),
         );

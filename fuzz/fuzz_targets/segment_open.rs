@@ -26,7 +26,7 @@ fn template() -> &'static Vec<u8> {
     static T: OnceLock<Vec<u8>> = OnceLock::new();
     T.get_or_init(|| {
         common::queue_dir();
-        let q = SageQueue::create("fz-template", 4096, 0o600, false).expect("create template");
+        let q = SageQueue::create("fz-template", 4096, 0o600, false, 0).expect("create template");
         for i in 0..5u8 {
             q.put(&vec![i; 100 * i as usize + 1], 0.0).expect("put");
         }

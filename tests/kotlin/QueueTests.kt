@@ -105,6 +105,24 @@ fun defineTests() {
         }
     }
 
+    test("maxItems bounds the number of messages; a blocked put wakes on a get") {
+        SageQueue.create(qname("bound"), maxItems = 2).use { q ->
+            checkEq(q.maxItems(), 2UL, "maxItems")
+            checkEq(q.stats().maxItems, 2UL, "stats.maxItems")
+            checkEq(q.putMany(listOf(bytes(1), bytes(2), bytes(3)), 0.0), 2, "put by the batch")
+            check(q.isFull()) { "not full at the bound" }
+            raises<QueueException.Full> { q.put(bytes(3), 0.0) }
+            val t = Thread { Thread.sleep(100); q.get() }
+            t.start()
+            val waited = seconds { q.put(bytes(3), 5.0) }
+            t.join()
+            check(waited >= 0.05 && waited < 2.0) { "the blocked put waited $waited s" }
+            SageQueue.openOrCreate(q.name(), maxItems = 7).use { b ->
+                checkEq(b.maxItems(), 2UL, "an opened queue keeps its bound")
+            }
+        }
+    }
+
     test("a blocked get wakes when another thread puts") {
         SageQueue.openOrCreate(qname("wake")).use { q ->
             val t = Thread { Thread.sleep(100); q.put("late".toByteArray()) }

@@ -115,6 +115,26 @@ test("Full: at once with 0, after the timeout otherwise") {
     try checkEq(Int(q.qsize()), n, "qsize")
 }
 
+test("maxItems bounds the number of messages; a blocked put wakes on a get") {
+    let q = try SageQueue.create(qname("bound"), maxItems: 2)
+    defer { q.detach() }
+    try checkEq(q.maxItems(), 2, "maxItems")
+    try checkEq(try q.stats().maxItems, 2, "stats.maxItems")
+    try checkEq(try q.putMany([bytes(1), bytes(2), bytes(3)], timeout: 0), 2, "put by the batch")
+    try check(q.isFull(), "not full at the bound")
+    try raises("Full", { try q.put(bytes(3), timeout: 0) }, isFull)
+    let t = Thread {
+        Thread.sleep(forTimeInterval: 0.1)
+        _ = try? q.get()
+    }
+    t.start()
+    let waited = try seconds { try q.put(bytes(3), timeout: 5) }
+    try check(waited >= 0.05 && waited < 2.0, "the blocked put waited \(waited) s")
+    let b = try SageQueue.openOrCreate(q.name(), maxItems: 7)
+    defer { b.detach() }
+    try checkEq(b.maxItems(), 2, "an opened queue keeps its bound")
+}
+
 test("a blocked get wakes when another thread puts") {
     let q = try SageQueue.openOrCreate(qname("wake"))
     defer { q.detach() }

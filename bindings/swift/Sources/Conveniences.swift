@@ -18,12 +18,13 @@ extension SageQueue {
 
     // ---- constructors with defaults ----
 
-    /// Create a new queue (QueueError.AlreadyExists if the name is taken).
+    /// Create a new queue (QueueError.AlreadyExists if the name is taken). `maxItems` bounds
+    /// the number of messages in the queue, for every process (0: no bound; a put waits for a get).
     public static func create(
         _ name: String, capacity: UInt64 = SageQueue.defaultCapacity, mode: UInt32 = SageQueue.defaultMode,
-        autoCleanup: Bool = true
+        autoCleanup: Bool = true, maxItems: UInt64 = 0
     ) throws -> SageQueue {
-        try create(name: name, capacity: capacity, mode: mode, autoCleanup: autoCleanup)
+        try create(name: name, capacity: capacity, mode: mode, autoCleanup: autoCleanup, maxItems: maxItems)
     }
 
     /// Attach to an existing queue (QueueError.NotFound if there is none).
@@ -31,12 +32,13 @@ extension SageQueue {
         try open(name: name, autoCleanup: autoCleanup)
     }
 
-    /// Attach to the queue, creating it first if needed (capacity and mode apply only then).
+    /// Attach to the queue, creating it first if needed (capacity, mode and maxItems apply only
+    /// then; an existing queue keeps its own).
     public static func openOrCreate(
         _ name: String, capacity: UInt64 = SageQueue.defaultCapacity, mode: UInt32 = SageQueue.defaultMode,
-        autoCleanup: Bool = true
+        autoCleanup: Bool = true, maxItems: UInt64 = 0
     ) throws -> SageQueue {
-        try openOrCreate(name: name, capacity: capacity, mode: mode, autoCleanup: autoCleanup)
+        try openOrCreate(name: name, capacity: capacity, mode: mode, autoCleanup: autoCleanup, maxItems: maxItems)
     }
 
     // ---- messages ----

@@ -25,29 +25,35 @@ const val DEFAULT_MODE: Int = 0x180
 
 // ---- constructors with defaults ----
 
-/** Create a new queue (AlreadyExists if the name is taken). */
+/** Create a new queue (AlreadyExists if the name is taken). `maxItems` bounds the number of
+ * messages in the queue, for every process (0: no bound; a put waits for a get). */
 fun SageQueue.Companion.create(
     name: String,
     capacity: Long = DEFAULT_CAPACITY,
     mode: Int = DEFAULT_MODE,
     autoCleanup: Boolean = true,
+    maxItems: Long = 0,
 ): SageQueue {
     require(capacity > 0) { "capacity must be positive, not $capacity" }
-    return create(name, capacity.toULong(), mode.toUInt(), autoCleanup)
+    require(maxItems >= 0) { "maxItems must not be negative, not $maxItems" }
+    return create(name, capacity.toULong(), mode.toUInt(), autoCleanup, maxItems.toULong())
 }
 
 /** Attach to an existing queue (NotFound if there is none). */
 fun SageQueue.Companion.open(name: String): SageQueue = open(name, true)
 
-/** Attach to the queue, creating it first if needed (capacity and mode apply only then). */
+/** Attach to the queue, creating it first if needed (capacity, mode and maxItems apply only
+ * then; an existing queue keeps its own). */
 fun SageQueue.Companion.openOrCreate(
     name: String,
     capacity: Long = DEFAULT_CAPACITY,
     mode: Int = DEFAULT_MODE,
     autoCleanup: Boolean = true,
+    maxItems: Long = 0,
 ): SageQueue {
     require(capacity > 0) { "capacity must be positive, not $capacity" }
-    return openOrCreate(name, capacity.toULong(), mode.toUInt(), autoCleanup)
+    require(maxItems >= 0) { "maxItems must not be negative, not $maxItems" }
+    return openOrCreate(name, capacity.toULong(), mode.toUInt(), autoCleanup, maxItems.toULong())
 }
 
 // ---- raw ids ----
