@@ -21,7 +21,7 @@ const RECOVER_AFTER: Duration = Duration::from_millis(10);
 const SPIN_BUSY: Duration = Duration::from_micros(20);
 const SPIN_POLITE: Duration = Duration::from_micros(50);
 
-/// Timeouts of the UDL: seconds, negative = forever, 0 = try once.
+/// Timeouts of the UDL: seconds, negative or +inf = forever, 0 = try once, NaN is refused.
 pub type Timeout = f64;
 
 struct Local {
@@ -282,7 +282,7 @@ impl SageQueue {
         let h = self.seg.header();
         let need = span(msg.len());
         self.blocking(
-            Deadline::from_secs(timeout),
+            Deadline::from_secs(timeout)?,
             &h.space_wake,
             &h.prod.waits_full,
             QueueError::Full,
@@ -324,7 +324,7 @@ impl SageQueue {
         }
         let h = self.seg.header();
         self.blocking(
-            Deadline::from_secs(timeout),
+            Deadline::from_secs(timeout)?,
             &h.data_wake,
             &h.cons.waits_empty,
             QueueError::Empty,
@@ -356,7 +356,7 @@ impl SageQueue {
             self.check_size(m.len() as usize)?;
         }
         let h = self.seg.header();
-        let deadline = Deadline::from_secs(timeout);
+        let deadline = Deadline::from_secs(timeout)?;
         let mut done = 0usize;
         while done < msgs.len() {
             let need = span(msgs[done].len());
@@ -542,7 +542,7 @@ impl SageQueue {
     pub fn join(&self, timeout: Timeout) -> Result<bool> {
         let h = self.seg.header();
         let t = &h.tasks;
-        let deadline = Deadline::from_secs(timeout);
+        let deadline = Deadline::from_secs(timeout)?;
         let finished = || t.tasks_done.load(SeqCst) >= h.prod.msgs_in.load(SeqCst);
         loop {
             self.check_open()?;

@@ -78,7 +78,8 @@ pub fn sleep_unless(line: &WakeLine, timeout: Duration, mut ready: impl FnMut() 
     ok
 }
 
-/// A caller's time limit: negative or non-finite seconds wait forever, 0 tries once.
+/// A caller's time limit: negative or +infinite seconds wait forever, 0 tries once; NaN is
+/// refused (InvalidArgument), as it is no number of seconds.
 #[derive(Clone, Copy)]
 pub struct Deadline {
     end: Option<Instant>,
@@ -86,8 +87,17 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    pub fn from_secs(timeout: f64) -> Deadline {
-        if timeout.is_nan() || timeout < 0.0 || timeout.is_infinite() {
+    pub fn from_secs(timeout: f64) -> Result<Deadline, crate::error::QueueError> {
+        if timeout.is_nan() {
+            return Err(crate::error::QueueError::invalid(
+                "timeout must be a number of seconds, not NaN",
+            ));
+        }
+        Ok(Self::from_number(timeout))
+    }
+
+    fn from_number(timeout: f64) -> Deadline {
+        if timeout < 0.0 || timeout.is_infinite() {
             return Deadline {
                 end: None,
                 immediate: false,
@@ -160,5 +170,32 @@ pub fn wake_tasks(line: &crate::layout::TaskLine) {
     if line.join_waiters.load(Ordering::SeqCst) > 0 {
         line.join_seq.fetch_add(1, Ordering::SeqCst);
         futex_wake_all(&line.join_seq);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts() {
+        assert!(matches!(
+            Deadline::from_secs(f64::NAN),
+            Err(crate::error::QueueError::InvalidArgument { .. })
+        ));
+        for forever in [f64::INFINITY, f64::NEG_INFINITY, -1.0, -0.5] {
+            let d = Deadline::from_secs(forever).unwrap();
+            assert!(!d.is_immediate() && d.end.is_none(), "{forever}");
+            assert_eq!(
+                d.next_slice(Duration::from_millis(10)),
+                Some(Duration::from_millis(10))
+            );
+        }
+        assert!(Deadline::from_secs(0.0).unwrap().is_immediate());
+        let d = Deadline::from_secs(1e300).unwrap();
+        assert!(d.end.is_some() && !d.is_immediate());
+        let d = Deadline::from_secs(0.001).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(d.next_slice(Duration::from_millis(10)), None);
     }
 }

@@ -658,3 +658,68 @@ fn a_shortened_segment_fails_instead_of_crashing() {
     drop(q);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn nan_timeouts_are_refused_and_infinity_waits_forever() {
+    use sage_queue::*;
+    let q = Arc::new(create(65536));
+    let id = q.clone().raw_id();
+    q.put(b"kept", 0.0).unwrap();
+    let nan = f64::NAN;
+    let f = frames(&[b"a".to_vec()]);
+    let lens = 1u32.to_le_bytes();
+    let results: Vec<(&str, Result<(), QueueError>)> = vec![
+        ("put", q.put(b"x", nan)),
+        ("put_pair", q.put_pair(b"x", b"y", nan)),
+        ("get", q.get(nan).map(|_| ())),
+        ("put_batch", q.put_batch(&f, nan).map(|_| ())),
+        ("put_many", q.put_many(&lens, b"a", nan).map(|_| ())),
+        ("get_batch", q.get_batch(4, 100, nan).map(|_| ())),
+        ("join", q.join(nan).map(|_| ())),
+        ("raw_put", raw_put(id, b"x", nan)),
+        ("raw_put_pair", raw_put_pair(id, b"x", b"y", nan)),
+        ("raw_get", raw_get(id, nan).map(|_| ())),
+        ("raw_put_batch", raw_put_batch(id, &f, nan).map(|_| ())),
+        (
+            "raw_put_many",
+            raw_put_many(id, &lens, b"a", nan).map(|_| ()),
+        ),
+        ("raw_get_batch", raw_get_batch(id, 4, 100, nan).map(|_| ())),
+        ("raw_get_view", raw_get_view(id, nan).map(|_| ())),
+        (
+            "raw_get_batch_view",
+            raw_get_batch_view(id, 4, 100, nan).map(|_| ()),
+        ),
+        (
+            "raw_get_many_view",
+            raw_get_many_view(id, 4, 100, nan).map(|_| ()),
+        ),
+    ];
+    for (what, r) in results {
+        assert_eq!(
+            r,
+            Err(QueueError::InvalidArgument {
+                reason: "timeout must be a number of seconds, not NaN".into()
+            }),
+            "{what}"
+        );
+    }
+    // Nothing was put or taken.
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.get(0.0).unwrap(), b"kept");
+    // +infinity waits as long as it takes, like a negative timeout.
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        q2.put(b"late", f64::INFINITY).unwrap();
+    });
+    assert_eq!(q.get(f64::INFINITY).unwrap(), b"late");
+    t.join().unwrap();
+    q.put(b"x", f64::INFINITY).unwrap();
+    assert_eq!(
+        q.get_batch(4, 100, f64::INFINITY).unwrap(),
+        frames(&[b"x".to_vec()])
+    );
+    q.task_done(3).unwrap();
+    assert!(q.join(f64::INFINITY).unwrap());
+}
