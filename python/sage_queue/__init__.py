@@ -31,13 +31,13 @@ from .errors import (
 from .queue import (
     DEFAULT_MAXSIZE,
     SageQueue,
-    SageQueueRef,
     cleanup_invalid_queues,
     destroy_queue,
     list_all_sage_queues,
     max_message_size,
     queue_dir,
 )
+from .reference import SageQueueRef
 from .serializers import PickleSerializer, RawSerializer
 
 __all__ = [

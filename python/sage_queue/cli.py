@@ -22,7 +22,8 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from .errors import IncompatibleQueue, NotAQueueError, SageQueueError
+from .bridge_state import states_of
+from .errors import IncompatibleQueue, NotAQueueError, QueueNotFound, SageQueueError
 from .queue import (
     SageQueue,
     cleanup_invalid_queues,
@@ -108,15 +109,29 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
-    # auto_cleanup=False: looking at a queue must never remove it.
-    with SageQueue(
-        args.name, auto_cleanup=False, namespace=args.namespace, serializer="raw", create=False
-    ) as q:
-        stats = q.get_stats()
-    stats["attached"] -= 1  # not counting this command's own handle
-    del stats["serializer"]  # this command's own choice, not the queue's
-    for key in ("readers", "writers", "ref_count"):
-        stats[key] = stats["attached"]
+    name = full_name(args.name, args.namespace)
+    try:
+        # auto_cleanup=False: looking at a queue must never remove it.
+        with SageQueue(
+            args.name, auto_cleanup=False, namespace=args.namespace, serializer="raw",
+            create=False,
+        ) as q:
+            stats: Dict[str, Any] = q.get_stats()
+    except QueueNotFound:
+        # A queue of another Ray node that this node uses: its bridge's state is here.
+        bridges = states_of(name, queue_dir())["bridges"]
+        if not bridges:
+            raise
+        stats = {"name": name, "remote": True, "bridges": bridges}
+    else:
+        stats["attached"] -= 1  # not counting this command's own handle
+        del stats["serializer"]  # this command's own choice, not the queue's
+        for key in ("readers", "writers", "ref_count"):
+            stats[key] = stats["attached"]
+        # The gateways serving other Ray nodes (one per node that uses this queue).
+        gateways = states_of(name, queue_dir())["gateways"]
+        if gateways:
+            stats["gateways"] = gateways
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0

@@ -30,8 +30,6 @@ from the outbound window and never reached the queue, is ``in_transit`` while bo
 live and ``lost`` once one of them died.
 """
 
-import hashlib
-import json
 import os
 import queue
 import threading
@@ -41,9 +39,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from .bridge_state import bridge_key, read_state, state_path, window_names, write_state
 from .errors import BatchFull, QueueClosed, QueueUnavailable
 from .queue import SageQueue, _wait_time
 from .reference import SageQueueRef, attach_reference, queue_folder, ray_node_id
+from .transfer import batch_count, put_batch, take_batch
 
 T = TypeVar("T")
 
@@ -54,45 +54,13 @@ RAY_NAMESPACE = "sage_queue"
 PULL_WAIT = 0.2
 # A waiting handle checks its bridge this often (so it learns of a failure within about this).
 CHECK_EVERY = 0.1
+# An idle bridge looks for waiting consumers this often; task_done() calls go on this often.
+IDLE_POLL = 0.02
+TASKS_EVERY = 0.05
+# A bridge asks this often whether its queue still exists.
+CHECK_QUEUE_EVERY = 1.0
 # A Ray call to the gateway that takes longer than this means the queue's node is gone.
 CALL_TIMEOUT = 60.0
-
-
-# ---- names and state files ----
-
-
-def bridge_key(ref: SageQueueRef) -> str:
-    """One short key per queue (its machine, folder and name)."""
-    text = f"{ref.host_id}|{ref.queue_dir}|{ref.full_name}"
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def window_names(ref: SageQueueRef) -> "tuple[str, str]":
-    """The inbound and outbound window queues of ``ref`` on a node (queue names)."""
-    stem = f"__sq_bridge.{ref.full_name[:120]}.{bridge_key(ref)}"
-    return f"{stem}.in", f"{stem}.out"
-
-
-def state_path(ref: SageQueueRef, folder: str, side: str) -> str:
-    """The state file of a bridge (``side="bridge"``, in the node's queue folder) or of a
-    gateway (``side="gateway"``, in the queue's folder)."""
-    return os.path.join(folder, f".sq-{side}-{bridge_key(ref)}.json")
-
-
-def read_state(path: str) -> Dict[str, Any]:
-    try:
-        with open(path) as f:
-            state: Dict[str, Any] = json.load(f)
-            return state
-    except (OSError, ValueError):
-        return {}
-
-
-def write_state(path: str, state: Dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, path)
 
 
 def process_start(pid: int) -> Optional[str]:
@@ -126,7 +94,7 @@ def _cause(exc: BaseException) -> BaseException:
 # ---- the gateway: on the queue's node ----
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)
+@ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]
 class Gateway:
     """Moves batches between the queue (shared memory on its node) and one bridge. Its
     counters (items taken for the bridge, items put from it) live in a state file next to
@@ -134,12 +102,16 @@ class Gateway:
 
     def __init__(self, ref: SageQueueRef) -> None:
         os.environ["SAGE_QUEUE_DIR"] = ref.queue_dir
-        open_raw = lambda: SageQueue(  # noqa: E731
-            ref.name, ref.maxsize, ref.auto_cleanup, ref.namespace, serializer="raw",
-            create=False,
-        )  # fmt: skip
+
+        def open_raw() -> SageQueue:
+            return SageQueue(
+                ref.name, ref.maxsize, ref.auto_cleanup, ref.namespace, serializer="raw",
+                create=False,
+            )  # fmt: skip
+
         self._pull_q, self._push_q, self._misc_q = open_raw(), open_raw(), open_raw()
         self._state_path = state_path(ref, ref.queue_dir, "gateway")
+        self._queue = ref.full_name
         old = read_state(self._state_path)
         self._lock = threading.Lock()
         self._sent = int(old.get("sent", 0))
@@ -149,7 +121,7 @@ class Gateway:
 
     def _save(self) -> None:
         with self._lock:
-            write_state(self._state_path, self.counters())
+            write_state(self._state_path, {"queue": self._queue, **self.counters()})
 
     def counters(self) -> Dict[str, int]:
         return {"sent": self._sent, "received": self._received, "returned": self._returned}
@@ -157,32 +129,34 @@ class Gateway:
     def pid(self) -> int:
         return os.getpid()
 
-    def pull(self, max_items: int, max_bytes: int, wait: float) -> List[bytes]:
-        """Up to ``max_items`` messages (``max_bytes`` in total, at least one), waiting up to
-        ``wait`` seconds for the first; [] if none came."""
-        try:
-            items: List[bytes] = self._pull_q.get_many(
-                True, wait, max_items, max_bytes=max_bytes
-            )
-        except queue.Empty:
-            return []
-        self._sent += len(items)
-        self._save()
-        return items
+    def pull(self, max_items: int, max_bytes: int, wait: float) -> bytes:
+        """A batch (sage_queue.transfer) of up to ``max_items`` messages (``max_bytes`` in
+        total, at least one), waiting up to ``wait`` seconds for the first; an empty batch
+        if none came."""
+        batch = take_batch(self._pull_q, max_items, max_bytes, wait)
+        count = batch_count(batch)
+        if count:
+            self._sent += count
+            self._save()
+        return batch
 
-    def push(self, payloads: List[bytes]) -> int:
-        """Put every message, in order, waiting for room as long as it takes."""
-        self._push_q.put_many(payloads)
-        self._received += len(payloads)
+    def push(self, batch: bytes) -> int:
+        """Put every message of the batch, in order, waiting for room as long as it takes."""
+        count = put_batch(self._push_q, batch)
+        self._received += count
         self._save()
-        return len(payloads)
+        return count
 
-    def give_back(self, payloads: List[bytes]) -> int:
+    def give_back(self, batch: bytes) -> int:
         """Put back messages a bridge had brought to its node and nobody there took."""
-        self._push_q.put_many(payloads)
-        self._returned += len(payloads)
+        count = put_batch(self._push_q, batch)
+        self._returned += count
         self._save()
-        return len(payloads)
+        return count
+
+    def check(self) -> None:
+        """Raise QueueClosed if the queue was removed (a bridge asks now and then)."""
+        self._misc_q._open_handle()
 
     def task_done(self, count: int) -> None:
         if count:
@@ -198,7 +172,7 @@ class Gateway:
 # ---- the bridge: on each node that uses the queue ----
 
 
-@ray.remote(num_cpus=0, max_concurrency=8)
+@ray.remote(num_cpus=0, max_concurrency=8)  # type: ignore[call-overload]
 class Bridge:
     """This node's end of a remote queue: two window queues in the node's shared memory and
     two threads that carry batches between them and the gateway."""
@@ -248,7 +222,7 @@ class Bridge:
         pulled = max(0, gw["sent"] - inn["msgs_in"])
         pushed = max(0, out["msgs_out"] - gw["received"])
         given_back = max(0, self._taken_back - gw["returned"])
-        return pulled + pushed + given_back
+        return int(pulled + pushed + given_back)
 
     def _tasks_done_here(self) -> int:
         s = self._in.get_stats()
@@ -298,8 +272,11 @@ class Bridge:
         self._lost += self._out.qsize() if status != "closed" else 0
         self._save()
         if status == "closed":
+            # The queue is gone for good: remove the windows and end this actor (and with it
+            # its gateway); handles read "closed" in the state file.
             self._in.destroy()
             self._out.destroy()
+            ray.get_runtime_context().current_actor.__ray_terminate__.remote()
 
     def _pull_loop(self) -> None:
         """Bring batches to this node while its consumers want them: a consumer waited on the
@@ -308,7 +285,7 @@ class Bridge:
         handle of the node closed, what is left goes back to the queue."""
         first = self._in.get_stats()
         seen = (first["msgs_out"], first["waits_empty"])
-        next_attach_check = 0.0
+        next_attach_check = last_pull = 0.0
         while not self._stop.is_set():
             stats = self._in.get_stats()
             now = time.monotonic()
@@ -320,43 +297,53 @@ class Bridge:
             demand = (stats["msgs_out"], stats["waits_empty"]) != seen
             room = self._window - stats["messages"]
             if not demand or room <= 0 or stats["free_bytes"] < stats["capacity"] // 4:
-                time.sleep(0.001)
+                # Look again in 1 ms while the node's consumers were busy lately, else in
+                # IDLE_POLL (an idle bridge costs next to nothing; a consumer that starts
+                # waiting is seen within that).
+                self._stop.wait(0.001 if now - last_pull < 0.5 else IDLE_POLL)
                 continue
             seen = (stats["msgs_out"], stats["waits_empty"])
+            last_pull = now
             call = self._gateway.pull.remote(room, stats["free_bytes"] // 2, PULL_WAIT)
             batch = ray.get(call, timeout=CALL_TIMEOUT)
-            if batch:
-                self._in.put_many(batch)
-                self._moved["items_in"] += len(batch)
-                self._moved["bytes_in"] += sum(map(len, batch))
+            count = put_batch(self._in, batch)
+            if count:
+                self._moved["items_in"] += count
+                self._moved["bytes_in"] += len(batch) - 4 - 4 * count
                 self._save()
 
     def _give_back(self) -> None:
         """Return the inbound window's items to the queue (nobody on this node is left)."""
-        try:
-            items = self._in.get_many(False, max_items=self._window)
-        except queue.Empty:
+        batch = take_batch(self._in, self._window, self._ref.maxsize, 0.0)
+        count = batch_count(batch)
+        if not count:
             return
-        self._taken_back += len(items)
+        self._taken_back += count
         self._save()  # counted before they travel: a death on the way is a counted loss
-        ray.get(self._gateway.give_back.remote(items), timeout=None)
-        self._moved["items_given_back"] += len(items)
+        ray.get(self._gateway.give_back.remote(batch), timeout=None)
+        self._moved["items_given_back"] += count
         self._save()
 
     def _push_loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                batch = self._out.get_many(True, PULL_WAIT, self._window)
-            except queue.Empty:
+            batch = take_batch(self._out, self._window, self._ref.maxsize, PULL_WAIT)
+            count = batch_count(batch)
+            if not count:
                 continue
             ray.get(self._gateway.push.remote(batch), timeout=None)
-            self._moved["items_out"] += len(batch)
-            self._moved["bytes_out"] += sum(map(len, batch))
+            self._moved["items_out"] += count
+            self._moved["bytes_out"] += len(batch) - 4 - 4 * count
             self._save()
 
     def _task_loop(self) -> None:
-        while not self._stop.wait(0.01):
+        """Hand task_done() calls on, and now and then ask whether the queue still exists (a
+        bridge whose node only puts, or is idle, would not learn it otherwise)."""
+        next_check = 0.0
+        while not self._stop.wait(TASKS_EVERY):
             self.forward_tasks()
+            if time.monotonic() >= next_check:
+                ray.get(self._gateway.check.remote(), timeout=CALL_TIMEOUT)
+                next_check = time.monotonic() + CHECK_QUEUE_EVERY
 
     # -- called by handles --
 

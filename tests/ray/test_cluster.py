@@ -158,6 +158,20 @@ def test_exactly_once_across_three_nodes(sim):
         assert stats["bytes_moved_out"] > 0
     finally:
         q.destroy()
+    # Removing the queue ends its bridges (and their gateways and windows).
+    deadline = time.monotonic() + 20
+    while bridges_of(q) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not bridges_of(q)
+
+
+def bridges_of(q):
+    from sage_queue.bridge_state import bridge_key
+
+    key = bridge_key(q.get_reference())
+    return [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(key)
+    ]
 
 
 def test_remote_get_times_out_and_is_woken_promptly(sim):
@@ -235,7 +249,8 @@ def test_owner_node_uses_shared_memory_and_strict_mode(sim):
 
 
 def bridge_of(letter_node_id, q):
-    from sage_queue.remote import RAY_NAMESPACE, bridge_key
+    from sage_queue.bridge_state import bridge_key
+    from sage_queue.remote import RAY_NAMESPACE
 
     name = f"sage_queue.bridge.{letter_node_id}.{bridge_key(q.get_reference())}"
     return ray.get_actor(name, namespace=RAY_NAMESPACE)
