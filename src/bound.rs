@@ -238,6 +238,11 @@ impl<'a> Ring<'a> {
             .hword(h)
             .compare_exchange(w, dead_word(w), SeqCst, Relaxed)
             .is_ok();
+        if !ok {
+            // Nobody else writes a dead producer's header while we hold both locks; should a
+            // corrupt file make it differ anyway, the record was not removed: undo.
+            g.set_count(c);
+        }
         drop(g);
         ok
     }
