@@ -219,7 +219,11 @@ class SimulatedCluster:
     queue_dirs: List[str]
 
     def on(self, i: int) -> Dict[str, Any]:
-        return {"resources": {f"sq_node_{i}": 0.001}}
+        """Options that put an actor or task on node ``i``: a sliver of the node's own
+        resource, and no CPU (an actor given a resource keeps its CPU while it lives, so a
+        pipeline of several actors would not fit on one simulated node otherwise); add
+        ``num_cpus`` to reserve CPUs as well."""
+        return {"resources": {f"sq_node_{i}": 0.001}, "num_cpus": 0}
 
 
 @contextlib.contextmanager
