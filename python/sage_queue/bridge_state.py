@@ -64,3 +64,38 @@ def states_of(queue: str, folder: str) -> Dict[str, List[Dict[str, Any]]]:
                 if state.get("queue") == queue:
                     found[key].append(state)
     return found
+
+
+def remove_finished(folder: str) -> List[str]:
+    """Remove the state files of bridges that ended (their queue was removed or became
+    unreachable) and whose process is gone; returns the files removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(".sq-bridge-") and name.endswith(".json")):
+            continue
+        path = os.path.join(folder, name)
+        state = read_state(path)
+        if state.get("status") in (None, "ok") or _alive(int(state.get("pid", 0))):
+            continue
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -867,6 +867,9 @@ def cleanup_invalid_queues(include_invalid: bool = False) -> List[str]:
 
     ``include_invalid``: also remove this user's files in the queue folder that are named like
     queues but are not valid segments (never modified otherwise)."""
+    from .bridge_state import remove_finished
+
+    remove_finished(queue_dir())  # the state files of bridges that ended
     try:
         return list(_native.collect_garbage(bool(include_invalid)))
     except _NativeError as e:

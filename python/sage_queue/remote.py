@@ -30,6 +30,7 @@ from the outbound window and never reached the queue, is ``in_transit`` while bo
 live and ``lost`` once one of them died.
 """
 
+import contextlib
 import os
 import queue
 import threading
@@ -154,6 +155,11 @@ class Gateway:
         self._save()
         return count
 
+    def forget(self) -> None:
+        """The queue was removed: remove this gateway's state file too."""
+        with contextlib.suppress(OSError):
+            os.unlink(self._state_path)
+
     def check(self) -> None:
         """Raise QueueClosed if the queue was removed (a bridge asks now and then)."""
         self._misc_q._open_handle()
@@ -276,6 +282,8 @@ class Bridge:
             # its gateway); handles read "closed" in the state file.
             self._in.destroy()
             self._out.destroy()
+            with contextlib.suppress(Exception):
+                ray.get(self._gateway.forget.remote(), timeout=CALL_TIMEOUT)
             ray.get_runtime_context().current_actor.__ray_terminate__.remote()
 
     def _pull_loop(self) -> None:

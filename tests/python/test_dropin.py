@@ -315,3 +315,41 @@ def test_put_many_stops_at_max_items(make_queue):
     assert q.get_many(timeout=1) == [0, 1, 2]
     with pytest.raises(ValueError, match="max_items"):
         make_queue(max_items=0)
+
+
+# ---- a ring larger than the folder's memory (item 2) ----
+
+
+def test_a_queue_larger_than_its_folder_is_refused_cleanly(monkeypatch, tmp_path):
+    """A 16 MiB tmpfs as the queue folder: a 64 MiB queue raises QueueNoSpace naming the
+    folder and the sizes, and leaves no file; a queue that fits fills up without a crash."""
+    import subprocess
+
+    from sage_queue import QueueNoSpace
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True
+    )
+    assert mounted.returncode == 0, f"this test mounts a tmpfs (needs root): {mounted.stderr}"
+    try:
+        monkeypatch.setenv("SAGE_QUEUE_DIR", str(folder))
+        with pytest.raises(QueueNoSpace) as err:
+            SageQueue("too-big", maxsize=64 << 20)
+        assert str(folder) in str(err.value) and str(64 << 20) in str(err.value)
+        assert isinstance(err.value, OSError) and os.listdir(folder) == []
+        with pytest.raises(ValueError, match="1 TiB|1099511627776"):
+            SageQueue("beyond-the-maximum", maxsize=2**41)
+        q = SageQueue("fits", maxsize=4 << 20, serializer="raw")
+        n = 0
+        while True:
+            try:
+                q.put_nowait(b"x" * 60000)
+            except queue.Full:
+                break
+            n += 1
+        assert n > 60 and q.qsize() == n
+        q.destroy()
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

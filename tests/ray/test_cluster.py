@@ -158,11 +158,15 @@ def test_exactly_once_across_three_nodes(sim):
         assert stats["bytes_moved_out"] > 0
     finally:
         q.destroy()
-    # Removing the queue ends its bridges (and their gateways and windows).
+    # Removing the queue ends its bridges (and their gateways, windows and the gateways'
+    # state files).
     deadline = time.monotonic() + 20
     while bridges_of(q) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not bridges_of(q)
+    assert not [f for f in os.listdir(sim.dirs["a"]) if f.startswith(".sq-gateway-")]
+    for letter in "bc":
+        assert not [f for f in os.listdir(sim.dirs[letter]) if f.startswith("sq-")]
 
 
 def bridges_of(q):
