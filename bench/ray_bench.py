@@ -159,18 +159,15 @@ class Sink:
 
 
 def run_pipeline(
-    raw, mapped, items: int, batch: int, near: dict, far: Optional[dict] = None, pad: int = 0,
-    pids: Optional[list] = None,
+    raw, mapped, items: int, batch: int, near: dict, far: Optional[dict] = None, pad: int = 0
 ) -> float:
     """One run; returns items per second (source start to sink done). The source and sink
-    go ``near``, the map actors ``far`` (default: near too). ``pids`` gets the actors' pids."""
+    go ``near``, the map actors ``far`` (default: near too)."""
     source = Source.options(**near).remote(raw)
     mappers = [Mapper.options(**(far or near)).remote(raw, mapped) for _ in range(2)]
     sink = Sink.options(**near).remote(mapped)
     actors = [source, sink, *mappers]
     ray.get([a.__ray_ready__.remote() for a in actors])
-    if pids is not None:
-        pids.extend(ray.get([a.pid.remote() for a in actors]))
     start = time.perf_counter()
     result = sink.run.remote(len(mappers), batch)
     runs = [m.run.remote(batch) for m in mappers]
@@ -302,14 +299,13 @@ def objectref_run(items: int, batch: int, near: dict, far: dict) -> float:
 
 
 def sage_cluster_run(
-    items: int, batch: int, ring_mb: int, near: dict, far: dict, pad: int = 0,
-    pids: Optional[list] = None,
+    items: int, batch: int, ring_mb: int, near: dict, far: dict, pad: int = 0
 ) -> float:
     tag = uuid.uuid4().hex[:8]
     raw = SageQueue(f"raybench-raw-{tag}", maxsize=ring_mb << 20)
     mapped = SageQueue(f"raybench-mapped-{tag}", maxsize=ring_mb << 20)
     try:
-        return run_pipeline(raw, mapped, items, batch, near, far, pad, pids)
+        return run_pipeline(raw, mapped, items, batch, near, far, pad)
     finally:
         raw.destroy()
         mapped.destroy()
@@ -374,28 +370,49 @@ def cluster_main(args) -> None:
             f"1 KiB items, batches of 256: across nodes {cross:,.0f} items/s, one node "
             f"{local:,.0f} items/s: single-node / cross-node = {local / cross:.2f}x"
         )
-        # RSS of every process of a long cross-node run, sampled at 10% and at the end.
-        pids: list = []
-        tag = uuid.uuid4().hex[:8]
-        raw = SageQueue(f"raybench-rss-raw-{tag}", maxsize=args.ring_mb << 20)
-        mapped = SageQueue(f"raybench-rss-mapped-{tag}", maxsize=args.ring_mb << 20)
-        try:
-            first = args.rss_items // 10
-            run_pipeline(raw, mapped, first, 256, near, far, 0, pids)
-            everyone = pids + bridge_pids()
-            before = {p: rss_kib(p) for p in everyone}
-            run_pipeline(raw, mapped, args.rss_items - first, 256, near, far, 0, pids)
-            after = {p: rss_kib(p) for p in everyone}
-        finally:
-            raw.destroy()
-            mapped.destroy()
-        growth = {p: after[p] - before[p] for p in everyone if after[p] and before[p]}
+        # RSS of every process of one long cross-node run: after its first 10% and at its end.
+        grew = rss_run(args.rss_items, args.ring_mb, near, far)
         print(
-            f"RSS over {args.rss_items:,} items (after the first {first:,}): "
-            f"{len(growth)} processes (bridges and gateways included), largest growth "
-            f"{max(growth.values()) / 1024:.1f} MiB, per process (MiB): "
-            + ", ".join(f"{v / 1024:+.1f}" for v in growth.values())
+            f"RSS over {args.rss_items:,} items across nodes, growth from 10% of the items to "
+            f"50% / to 100%, MiB, {len(grew)} processes (source, sink, 2 maps, bridges and "
+            "gateways): " + ", ".join(f"{a / 1024:+.1f}/{b / 1024:+.1f}" for a, b in grew.values())
         )
+
+
+def rss_run(items: int, ring_mb: int, near: dict, far: dict) -> dict:
+    """The cross-node pipeline over ``items`` items (batches of 256), sampling the RSS of
+    every process of it once a tenth of the items reached the sink, at half of them and at
+    the end; returns {pid: (growth to half, growth to the end)} in KiB."""
+    tag = uuid.uuid4().hex[:8]
+    raw = SageQueue(f"raybench-rss-raw-{tag}", maxsize=ring_mb << 20)
+    mapped = SageQueue(f"raybench-rss-mapped-{tag}", maxsize=ring_mb << 20)
+    source = Source.options(**near).remote(raw)
+    mappers = [Mapper.options(**far).remote(raw, mapped) for _ in range(2)]
+    sink = Sink.options(**near).remote(mapped)
+    actors = [source, sink, *mappers]
+    try:
+        pids = ray.get([a.pid.remote() for a in actors])
+        result = sink.run.remote(len(mappers), 256)
+        runs = [m.run.remote(256) for m in mappers]
+        sent = source.run.remote(items, 256, len(mappers))
+        while mapped.get_stats()["msgs_out"] < items // 10:
+            time.sleep(0.05)
+        everyone = pids + bridge_pids()
+        first = {p: rss_kib(p) for p in everyone}
+        while mapped.get_stats()["msgs_out"] < items // 2:
+            time.sleep(0.05)
+        half = {p: rss_kib(p) for p in everyone}
+        count, _ = ray.get(result)
+        end = {p: rss_kib(p) for p in everyone}
+        ray.get([sent, *runs])
+        if count != items:
+            raise AssertionError(f"lost or duplicated items: {count} of {items}")
+        return {p: (half[p] - first[p], end[p] - first[p]) for p in everyone}
+    finally:
+        for a in actors:
+            ray.kill(a)
+        raw.destroy()
+        mapped.destroy()
 
 
 def ray_cluster_run(items: int, batch: int, near: dict, far: dict) -> float:
