@@ -111,7 +111,7 @@ class QueueNotLocal(SageQueueError, RuntimeError):
     in another queue folder, or on this machine before it rebooted. Under Ray, references
     reach such queues through Ray instead (unless local-only is asked)."""
 
-    _fields = ("name", "owner_host", "this_host", "owner_dir", "this_dir", "under_ray")
+    _fields = ("name", "owner_host", "this_host", "owner_dir", "this_dir", "how")
 
     def __init__(
         self,
@@ -120,7 +120,7 @@ class QueueNotLocal(SageQueueError, RuntimeError):
         this_host: str,
         owner_dir: str = "",
         this_dir: str = "",
-        under_ray: bool = False,
+        how: str = "",
     ):
         if owner_host and owner_host != this_host:
             if owner_host.rsplit("/", 1)[0] == this_host.rsplit("/", 1)[0]:
@@ -135,11 +135,9 @@ class QueueNotLocal(SageQueueError, RuntimeError):
                 )
         else:
             where = f"lives in queue folder {owner_dir!r}, and this process uses {this_dir!r}"
-        how = (
-            "this process asked for local queues only (local_only / SAGE_QUEUE_LOCAL_ONLY=1)"
-            if under_ray
-            else "a process connected to the same Ray cluster gets a remote handle through "
-            "Ray; outside Ray only processes on the queue's machine and folder can attach"
+        how = how or (
+            "a process connected to the same Ray cluster gets a remote handle through Ray; "
+            "outside Ray only processes on the queue's machine and folder can attach"
         )
         super().__init__(
             f"queue {name!r} is node-local and {where}; {how}. To keep Ray actors and tasks "
@@ -151,7 +149,7 @@ class QueueNotLocal(SageQueueError, RuntimeError):
         self.this_host = this_host
         self.owner_dir = owner_dir
         self.this_dir = this_dir
-        self.under_ray = under_ray
+        self.how = how
 
 
 class QueueUnavailable(SageQueueError, RuntimeError):

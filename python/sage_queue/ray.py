@@ -101,25 +101,26 @@ def _reference(queue: QueueLike) -> SageQueueRef:
 def node_id(queue: QueueLike) -> str:
     """The Ray node id (hex) of the node whose machine holds the queue's shared memory.
 
-    A queue made in this process (or on this machine) belongs to this process's node; any
-    other is found by the host name in its reference among the live nodes of the cluster.
-    Several Ray nodes on one machine share its shared memory, so any of them will do.
+    A reference made inside the cluster names its node, which is used while it is alive and
+    on the reference's host. Otherwise a queue made in this process (or on this machine and
+    folder) belongs to this process's node, and any other is found by the host name in its
+    reference among the live nodes of the cluster.
     """
     if isinstance(queue, HostedQueue):
         return queue.node_id
     ref = _reference(queue)
     if not ray.is_initialized():
         raise RuntimeError("Ray is not initialized: call ray.init() first")
-    if ref.node_id:
-        return ref.node_id  # made inside the cluster: the reference names its node
+    hostname = ref.host_id.rsplit("/", 1)[0]
+    alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    for n in alive:
+        if n["NodeID"] == ref.node_id and n.get("NodeManagerHostname") == hostname:
+            return ref.node_id
     if ref.is_local():
         here: str = ray.get_runtime_context().get_node_id()
         return here
-    hostname = ref.host_id.rsplit("/", 1)[0]
     candidates: List[str] = sorted(
-        n["NodeID"]
-        for n in ray.nodes()  # type: ignore[no-untyped-call]
-        if n.get("Alive") and n.get("NodeManagerHostname") == hostname
+        n["NodeID"] for n in alive if n.get("NodeManagerHostname") == hostname
     )
     if not candidates:
         raise QueueNodeNotFound(

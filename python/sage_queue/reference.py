@@ -114,7 +114,10 @@ class SageQueueRef:
             )
         if local_only is None:
             local_only = os.environ.get(LOCAL_ONLY_ENV) == "1"
-        if not local_only and self.node_id and ray_node_id():
+        here = ray_node_id()
+        # A reference naming this very node that is not local here (another host or boot,
+        # another folder) is inconsistent: never go through Ray to a queue of this node.
+        if not local_only and self.node_id and here and self.node_id != here:
             from .remote import RemoteSageQueue
 
             return RemoteSageQueue(self, serializer)
@@ -124,7 +127,13 @@ class SageQueueRef:
             host_id(),
             owner_dir=self.queue_dir,
             this_dir=queue_folder(),
-            under_ray=bool(ray_node_id()) and not local_only,
+            how=(
+                "this process asked for local queues only (local_only, SAGE_QUEUE_LOCAL_ONLY=1)"
+                if local_only
+                else "the reference names this very Ray node, where the queue is not"
+                if here and self.node_id == here
+                else ""
+            ),
         )
 
 

@@ -41,9 +41,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .bridge_state import bridge_key, read_state, state_path, window_names, write_state
-from .errors import BatchFull, QueueClosed, QueueUnavailable
+from .errors import BatchFull, QueueClosed, QueueNotLocal, QueueUnavailable
 from .queue import SageQueue, _wait_time
-from .reference import SageQueueRef, attach_reference, queue_folder, ray_node_id
+from .reference import SageQueueRef, attach_reference, host_id, queue_folder, ray_node_id
 from .transfer import batch_count, put_batch, take_batch
 
 T = TypeVar("T")
@@ -102,6 +102,8 @@ class Gateway:
     the queue, so the next gateway of the same bridge continues them."""
 
     def __init__(self, ref: SageQueueRef) -> None:
+        if ref.host_id and ref.host_id != host_id():
+            raise QueueNotLocal(ref.full_name, ref.host_id, host_id(), ref.queue_dir)
         os.environ["SAGE_QUEUE_DIR"] = ref.queue_dir
 
         def open_raw() -> SageQueue:
