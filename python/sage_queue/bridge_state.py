@@ -69,7 +69,7 @@ def states_of(queue: str, folder: str) -> Dict[str, List[Dict[str, Any]]]:
 def remove_finished(folder: str) -> List[str]:
     """Remove the state files of bridges that ended (their queue was removed or became
     unreachable) and whose process is gone; returns the files removed."""
-    removed = []
+    removed: List[str] = []
     try:
         names = os.listdir(folder)
     except OSError:

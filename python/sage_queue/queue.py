@@ -245,7 +245,69 @@ _attach_reference = attach_reference
 # ---- the queue ----
 
 
-class SageQueue:
+_Q = TypeVar("_Q", bound="QueueConveniences")
+
+
+class QueueConveniences:
+    """The names of queue.Queue, multiprocessing.Queue and faster-fifo that a queue defines
+    in terms of its put/get/put_many/get_many/close: one definition for SageQueue and for
+    RemoteSageQueue (sage_queue.remote)."""
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        raise NotImplementedError
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        raise NotImplementedError
+
+    def put_many(
+        self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None
+    ) -> int:
+        raise NotImplementedError
+
+    def get_many(
+        self,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
+        *,
+        max_items: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+    ) -> List[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, block=False)
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def put_many_nowait(self, items: Iterable[Any]) -> int:
+        """put_many without waiting (faster-fifo's name): BatchFull if not all fit now."""
+        return self.put_many(items, block=False)
+
+    def get_many_nowait(self, max_messages_to_get: int = DEFAULT_MAX_MESSAGES) -> List[Any]:
+        """get_many without waiting (faster-fifo's name): queue.Empty if the queue is empty."""
+        return self.get_many(False, max_messages_to_get=max_messages_to_get)
+
+    def join_thread(self) -> None:
+        """multiprocessing.Queue's join_thread: a no-op, since a put is in shared memory when
+        it returns (there is no feeder thread to wait for)."""
+
+    def cancel_join_thread(self) -> None:
+        """multiprocessing.Queue's cancel_join_thread: a no-op, for the same reason (nothing is
+        buffered in this process, so exiting never waits for a flush)."""
+
+    def __enter__(self: "_Q") -> "_Q":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+
+class SageQueue(QueueConveniences):
     """A named multi-producer multi-consumer queue in shared memory.
 
     ``SageQueue(name)`` creates the queue or attaches to it; every process that uses the same
@@ -487,12 +549,6 @@ class SageQueue:
             return MessageTooLarge(e.size - 1, e.max_size - 1, tag=True)
         return from_native(e, self.name)
 
-    def put_nowait(self, item: Any) -> None:
-        self.put(item, block=False)
-
-    def get_nowait(self) -> Any:
-        return self.get(block=False)
-
     def put_many(
         self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None
     ) -> int:
@@ -547,10 +603,6 @@ class SageQueue:
             _BYTES_TAG + x if self._tag_bytes and type(x) is bytes else encode(self._serializer, x)
             for x in items
         ]
-
-    def put_many_nowait(self, items: Iterable[Any]) -> int:
-        """put_many without waiting (faster-fifo's name): BatchFull if not all fit now."""
-        return self.put_many(items, block=False)
 
     def get_many(
         self,
@@ -619,10 +671,6 @@ class SageQueue:
         finally:
             t.busy = False
 
-    def get_many_nowait(self, max_messages_to_get: int = DEFAULT_MAX_MESSAGES) -> List[Any]:
-        """get_many without waiting (faster-fifo's name): queue.Empty if the queue is empty."""
-        return self.get_many(False, max_messages_to_get=max_messages_to_get)
-
     def _decode_all(self, payloads: Iterable[bytes]) -> List[Any]:
         """Decode every payload; if some fail, raise the first DeserializationError after all
         were tried, with ``items`` listing every result in order (failed ones as errors)."""
@@ -674,14 +722,6 @@ class SageQueue:
         every call raises QueueClosed)."""
         native = self._native
         return native is None or native.is_closed()
-
-    def join_thread(self) -> None:
-        """multiprocessing.Queue's join_thread: a no-op, since a put is in shared memory when
-        it returns (there is no feeder thread to wait for)."""
-
-    def cancel_join_thread(self) -> None:
-        """multiprocessing.Queue's cancel_join_thread: a no-op, for the same reason (nothing is
-        buffered in this process, so exiting never waits for a flush)."""
 
     def task_done(self) -> None:
         """Mark one fetched item as processed (queue.Queue.task_done), for every process."""
@@ -811,12 +851,6 @@ class SageQueue:
 
     def __reduce__(self) -> Tuple[Any, Tuple[SageQueueRef]]:
         return _attach_reference, (self.get_reference(),)
-
-    def __enter__(self) -> "SageQueue":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close()
 
     def __del__(self) -> None:
         try:

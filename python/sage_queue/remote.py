@@ -42,7 +42,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .bridge_state import bridge_key, read_state, state_path, window_names, write_state
 from .errors import BatchFull, QueueClosed, QueueNotLocal, QueueUnavailable
-from .queue import SageQueue, _wait_time
+from .queue import DEFAULT_MAX_MESSAGES, QueueConveniences, SageQueue, _wait_time
 from .reference import SageQueueRef, attach_reference, host_id, queue_folder, ray_node_id
 from .transfer import batch_count, put_batch, take_batch
 
@@ -436,7 +436,7 @@ class Bridge:
 # ---- the handle ----
 
 
-class RemoteSageQueue:
+class RemoteSageQueue(QueueConveniences):
     """The SageQueue API for a queue on another Ray node (``SageQueueRef.get_queue()`` gives
     one there). Puts and gets use this node's shared-memory windows, so a call costs about
     a local one; batches cross nodes through this node's bridge actor. ``qsize()``,
@@ -549,12 +549,6 @@ class RemoteSageQueue:
                 raise
         return self._waiting(lambda s: self._in.get(True, s), block, timeout)
 
-    def put_nowait(self, item: Any) -> None:
-        self.put(item, block=False)
-
-    def get_nowait(self) -> Any:
-        return self.get(block=False)
-
     def put_many(
         self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None
     ) -> int:
@@ -580,14 +574,11 @@ class RemoteSageQueue:
                 raise BatchFull(done, len(items)) from None
             raise
 
-    def put_many_nowait(self, items: Any) -> int:
-        return self.put_many(items, block=False)
-
     def get_many(
         self,
         block: bool = True,
         timeout: Optional[float] = None,
-        max_messages_to_get: int = 1_000_000_000,
+        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
         *,
         max_items: Optional[int] = None,
         max_bytes: Optional[int] = None,
@@ -603,9 +594,6 @@ class RemoteSageQueue:
         return self._waiting(
             lambda s: inn.get_many(True, s, max_items=n, max_bytes=max_bytes), block, timeout
         )
-
-    def get_many_nowait(self, max_messages_to_get: int = 1_000_000_000) -> List[Any]:
-        return self.get_many(False, max_messages_to_get=max_messages_to_get)
 
     # -- state, through Ray --
 
@@ -651,12 +639,6 @@ class RemoteSageQueue:
         joined: bool = self._ask(self._bridge.join.remote(timeout))
         return joined
 
-    def join_thread(self) -> None:
-        """A no-op, as for SageQueue."""
-
-    def cancel_join_thread(self) -> None:
-        """A no-op, as for SageQueue."""
-
     # -- lifecycle --
 
     @property
@@ -675,12 +657,6 @@ class RemoteSageQueue:
 
     def __reduce__(self) -> Any:
         return attach_reference, (self._ref,)
-
-    def __enter__(self) -> "RemoteSageQueue":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RemoteSageQueue(name={self.name!r}, owner_node={self._ref.node_id!r})"

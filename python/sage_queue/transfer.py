@@ -11,12 +11,14 @@ serialized by whoever put them), so the layout is the same for every serializer.
 import array
 import sys
 import time
+from typing import Any
 
 from . import _fastpath as _fast
 from . import _native
 from .queue import SageQueue
 
 EMPTY_BATCH = (0).to_bytes(4, "little")
+_QE: Any = _native.QueueError  # the generated error class and its variants
 # Longest single native wait, so that a removed queue or a stop is noticed.
 _SLICE = 0.05
 
@@ -36,11 +38,11 @@ def take_batch(q: SageQueue, max_items: int, max_bytes: int, wait: float) -> byt
         step = max(0.0, min(_SLICE, deadline - time.monotonic()))
         try:
             n = _fast.raw_get_many_view(q._id, max_items, max_bytes, step)
-        except _native.QueueError.Empty:  # type: ignore[attr-defined]
+        except _QE.Empty:
             if time.monotonic() >= deadline:
                 return EMPTY_BATCH
             continue
-        except _native.QueueError as e:  # type: ignore[misc]
+        except _QE as e:
             raise q._error(e) from None
         return bytes(_fast.view(n)[:n])
 
@@ -59,9 +61,9 @@ def put_batch(q: SageQueue, batch: bytes) -> int:
     while True:
         try:
             done += _fast.raw_put_many(q._id, lengths, payloads, _SLICE)
-        except _native.QueueError.Full:  # type: ignore[attr-defined]
+        except _QE.Full:
             pass
-        except _native.QueueError as e:  # type: ignore[misc]
+        except _QE as e:
             raise q._error(e) from None
         if done >= count:
             return count
