@@ -11,9 +11,9 @@ converter, so they are the generated exception classes. The ``raw_try_*`` first 
 which never wait, are called holding the GIL (no hand-over to other threads and back).
 
 ``pinned()`` compares what this module assumes with the generated module and returns the
-differences; when there is any (a UniFFI upgrade changed the generated code), ``ENABLED`` is
-False and the shim falls back to the generated functions. A test asserts ``pinned() == []``
-so an upgrade fails loudly in CI instead of misbehaving.
+differences. This is the only message path of the shim, so when there is any difference (a
+UniFFI upgrade changed the generated code, or another platform) importing the package fails
+with PinMismatch, listing them, instead of misbehaving or quietly taking an untested path.
 """
 
 import ctypes
@@ -92,7 +92,16 @@ def pinned() -> List[str]:
     return problems
 
 
-ENABLED = not pinned()
+class PinMismatch(ImportError):
+    """The generated module is not what the direct calls were pinned to."""
+
+
+_PROBLEMS = pinned()
+if _PROBLEMS:
+    raise PinMismatch(
+        "sage_queue's direct calls do not match the generated module (rebuild, or update "
+        "_fastpath.py to the new generated code): " + "; ".join(_PROBLEMS)
+    )
 
 
 def _bind(name: str, holding_gil: bool = False) -> Any:
@@ -203,49 +212,41 @@ def seconds(timeout: float) -> ctypes.c_double:
 _ZERO = ctypes.c_double(0.0)
 NOTHING = 2**64 - 1  # try_get_view's "empty now"
 
-if ENABLED:
-    # put(id, len, data, timeout, status); put_pair(id, len, head, len, body, timeout, status);
-    # get_view(id, timeout, status) -> u64;
-    # put_many(id, len, lengths, len, payloads, timeout, status) -> u32;
-    # get_many_view(id, max_items, max_bytes, timeout, status) -> u64.
-    put: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put")
-    put_pair: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
-    get_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_view")
-    # First attempts, which never wait, holding the GIL:
-    # try_put_pair(id, len, head, len, body, status) -> int8 (0: no room now);
-    # try_get_view(id, status) -> u64 (NOTHING: empty now).
-    try_put_pair: Callable[..., int] = _bind(
-        "uniffi_sage_queue_fn_func_raw_try_put_pair", holding_gil=True
-    )
-    try_get_view: Callable[..., int] = _bind(
-        "uniffi_sage_queue_fn_func_raw_try_get_view", holding_gil=True
-    )
-    put_many: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_put_many")
-    get_many_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
+# The bound entry points:
+# put(id, len, data, timeout, status); put_pair(id, len, head, len, body, timeout, status);
+# get_view(id, timeout, status) -> u64;
+# put_many(id, len, lengths, len, payloads, timeout, status) -> u32;
+# get_many_view(id, max_items, max_bytes, timeout, status) -> u64.
+put: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put")
+put_pair: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
+get_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_view")
+# First attempts, which never wait, holding the GIL:
+# try_put_pair(id, len, head, len, body, status) -> int8 (0: no room now);
+# try_get_view(id, status) -> u64 (NOTHING: empty now).
+try_put_pair: Callable[..., int] = _bind(
+    "uniffi_sage_queue_fn_func_raw_try_put_pair", holding_gil=True
+)
+try_get_view: Callable[..., int] = _bind(
+    "uniffi_sage_queue_fn_func_raw_try_get_view", holding_gil=True
+)
+put_many: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_put_many")
+get_many_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
 
 
 def raw_put(qid: int, data: bytes, timeout: float) -> None:
     """The generated raw_put's signature and behaviour, over the direct entry point."""
-    if not ENABLED:
-        return _gen.raw_put(qid, data, timeout)
     call(put, ctypes.c_uint64(qid), len(data), data, seconds(timeout))
 
 
 def raw_put_pair(qid: int, head: bytes, body: bytes, timeout: float) -> None:
-    if not ENABLED:
-        return _gen.raw_put_pair(qid, head, body, timeout)
     call(put_pair, ctypes.c_uint64(qid), len(head), head, len(body), body, seconds(timeout))
 
 
 def raw_get_view(qid: int, timeout: float) -> int:
-    if not ENABLED:
-        return _gen.raw_get_view(qid, timeout)
     return call(get_view, ctypes.c_uint64(qid), seconds(timeout))
 
 
 def raw_put_many(qid: int, lengths: bytes, payloads: bytes, timeout: float) -> int:
-    if not ENABLED:
-        return _gen.raw_put_many(qid, lengths, payloads, timeout)
     return call(
         put_many, ctypes.c_uint64(qid), len(lengths), lengths, len(payloads), payloads,
         seconds(timeout),
@@ -253,8 +254,6 @@ def raw_put_many(qid: int, lengths: bytes, payloads: bytes, timeout: float) -> i
 
 
 def raw_get_many_view(qid: int, max_items: int, max_bytes: int, timeout: float) -> int:
-    if not ENABLED:
-        return _gen.raw_get_many_view(qid, max_items, max_bytes, timeout)
     return call(
         get_many_view, ctypes.c_uint64(qid), ctypes.c_uint32(max_items),
         ctypes.c_uint64(max_bytes), seconds(timeout),

@@ -162,10 +162,8 @@ def _sliced(call: Callable[..., _T], wait: Optional[float], *args: Any) -> _T:
 
 # The hot path: this thread's status and view buffer, and the direct entry points.
 _LOCAL = _fast.local  # .t: this thread's status and view buffer
-_FAST = _fast.ENABLED
-if _FAST:
-    # The first attempt of a put or get: no wait, no error for "not now", GIL held.
-    _TRY_PUT, _TRY_GET_VIEW = _fast.try_put_pair, _fast.try_get_view
+# The first attempt of a put or get: no wait, no error for "not now", GIL held.
+_TRY_PUT, _TRY_GET_VIEW = _fast.try_put_pair, _fast.try_get_view
 _NOTHING = _fast.NOTHING
 
 
@@ -432,27 +430,26 @@ class SageQueue(QueueConveniences):
                 data = _dumps(item, self._protocol)
             except Exception as exc:
                 raise serialization_error(self._serializer, item, exc) from exc
-        if _FAST:
-            # One direct native call that does not wait; waiting is the slow path below.
-            if timeout is not None:
-                _check_timeout(block, timeout)
-            t = _LOCAL.t
-            st = t.status
-            st.code = 0  # nothing an interrupted call left behind may pass for this call's
-            try:
-                if head is None:
-                    done = _TRY_PUT(self._cid, 0, b"", len(data), data, t.address)
-                else:
-                    done = _TRY_PUT(self._cid, 1, head, len(data), data, t.address)
-            except BaseException:
-                _fast.discard(t)
-                raise
-            if st.code:
-                self._fast_failed(st, head is not None)  # returns only after a fork: retry
-            elif done:
-                return
-            elif not block:
-                raise queue.Full
+        # One direct native call that does not wait; waiting is the slow path below.
+        if timeout is not None:
+            _check_timeout(block, timeout)
+        t = _LOCAL.t
+        st = t.status
+        st.code = 0  # nothing an interrupted call left behind may pass for this call's
+        try:
+            if head is None:
+                done = _TRY_PUT(self._cid, 0, b"", len(data), data, t.address)
+            else:
+                done = _TRY_PUT(self._cid, 1, head, len(data), data, t.address)
+        except BaseException:
+            _fast.discard(t)
+            raise
+        if st.code:
+            self._fast_failed(st, head is not None)  # returns only after a fork: retry
+        elif done:
+            return
+        elif not block:
+            raise queue.Full
         wait = _wait_time(block, timeout)
         self._handle()
         try:
@@ -469,7 +466,7 @@ class SageQueue(QueueConveniences):
         A message the serializer cannot load raises DeserializationError (with ``.data``);
         it is consumed, and the queue keeps every other message."""
         t = _LOCAL.t
-        if not _FAST or t.busy:
+        if t.busy:
             return self._get_copied(block, timeout)
         # One direct native call that copies a message into this thread's view buffer without
         # waiting; waiting is _wait_view.

@@ -11,7 +11,27 @@ from sage_queue._native import sage_queue as gen
 
 def test_pinned_to_generated_code():
     assert _fastpath.pinned() == []
-    assert _fastpath.ENABLED
+
+
+def test_a_mismatched_pin_fails_the_import_loudly():
+    """The direct calls are the only message path: if the generated code changed, importing
+    the package fails and names what differs (no untested fallback runs instead)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, importlib, sys\n"
+        "from sage_queue._native import sage_queue as gen\n"
+        "gen._UniffiLib.uniffi_sage_queue_fn_func_raw_put.argtypes = (ctypes.c_int,)\n"
+        "del sys.modules['sage_queue._fastpath']  # as a fresh import would find it\n"
+        "try:\n"
+        "    importlib.import_module('sage_queue._fastpath')\n"
+        "except ImportError as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("PinMismatch"), out.stdout + out.stderr
+    assert "raw_put" in out.stdout
 
 
 def test_fast_and_generated_calls_agree(make_queue):
