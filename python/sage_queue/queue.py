@@ -15,23 +15,19 @@ only a call that has to wait releases it.
 """
 
 import array
-import atexit
 import ctypes
 import math
-import multiprocessing.util
 import operator
 import os
 import pickle
 import queue
 import stat
 import sys
-import threading
 import time
-import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from . import _fastpath as _fast
-from . import _native
+from . import _handles, _native
 from .errors import (
     BatchFull,
     DeserializationError,
@@ -185,56 +181,6 @@ def _split_frames(buf: bytes) -> List[bytes]:
     return out
 
 
-# ---- live handles: exit and fork ----
-
-_live: "weakref.WeakSet[SageQueue]" = weakref.WeakSet()
-_live_lock = threading.Lock()
-
-
-def _track(q: "SageQueue") -> None:
-    with _live_lock:
-        _live.add(q)
-
-
-def _live_queues() -> List["SageQueue"]:
-    # Closed queues may still be in the set; callers skip them. (close() never takes the
-    # lock: it can run from __del__ while this thread holds it.)
-    if _live_lock.acquire(timeout=5):
-        try:
-            return list(_live)
-        finally:
-            _live_lock.release()
-    return []
-
-
-def _close_all() -> None:
-    for q in _live_queues():
-        try:
-            q.close()
-        except Exception:
-            pass
-
-
-def _mark_all_forked_in_child() -> None:
-    """After fork, in the child: every live handle is the parent's attachment. Each re-attaches
-    on its first use in the child (so a child that never uses its queues pays nothing)."""
-    global _live_lock
-    _live_lock = threading.Lock()  # another parent thread may have held the old one
-    for q in list(_live):
-        q._forked()
-
-
-def _close_all_at_child_exit(_obj: Any) -> None:
-    # multiprocessing children end with os._exit(), skipping atexit; they do run the
-    # finalizers registered after their start, so register one there.
-    multiprocessing.util.Finalize(None, _close_all, exitpriority=0)
-
-
-atexit.register(_close_all)
-os.register_at_fork(after_in_child=_mark_all_forked_in_child)
-multiprocessing.util.register_after_fork(_close_all, _close_all_at_child_exit)
-
-
 # ---- references (reference.py; these names stay importable from here) ----
 
 _attach_reference = attach_reference
@@ -366,7 +312,7 @@ class SageQueue(QueueConveniences):
         self._id = native.raw_id()
         self._cid = ctypes.c_uint64(self._id)
         self._native = native
-        _track(self)
+        _handles.track(self)
 
     # ---- plumbing ----
 
