@@ -1,7 +1,7 @@
 //! The queue handle the UDL exposes: argument checks, timeouts and blocking, error mapping,
 //! attach/detach, statistics, and the module-level functions (list, unlink, gc).
 
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,11 @@ use crate::wait::{self, Deadline};
 const SLICE: Duration = Duration::from_millis(10);
 /// How long an operation may see no progress before it looks for dead processes' leftovers.
 const RECOVER_AFTER: Duration = Duration::from_millis(10);
-/// Before sleeping, a waiter spins this long, then yields between checks this long.
-const SPIN_BUSY: Duration = Duration::from_micros(20);
-const SPIN_POLITE: Duration = Duration::from_micros(50);
+/// The default waiting policy: before sleeping on the futex, a waiter checks for this many
+/// microseconds, spinning for the first SPIN_BUSY_MAX of them and yielding between checks for
+/// the rest. A handle can change it (`set_spin_micros`; 0 sleeps at once).
+pub const DEFAULT_SPIN_MICROS: u32 = 70;
+const SPIN_BUSY_MAX: u32 = 20;
 
 /// Timeouts of the UDL: seconds, negative or +inf = forever, 0 = try once, NaN is refused.
 pub type Timeout = f64;
@@ -38,6 +40,8 @@ pub struct SageQueue {
     auto_cleanup: bool,
     closed: AtomicBool,
     raw_id: std::sync::atomic::AtomicU64,
+    /// This handle's spin budget in microseconds before a wait sleeps (its waiting policy).
+    spin_micros: AtomicU32,
     local: Mutex<Local>,
 }
 
@@ -179,6 +183,7 @@ impl SageQueue {
             auto_cleanup,
             closed: AtomicBool::new(false),
             raw_id: std::sync::atomic::AtomicU64::new(0),
+            spin_micros: AtomicU32::new(DEFAULT_SPIN_MICROS),
             local: Mutex::new(Local {
                 cache: Cache::default(),
                 stuck_since: None,
@@ -255,7 +260,13 @@ impl SageQueue {
             if let Some(reason) = self.seg.shrunk() {
                 return Err(QueueError::Closed { reason });
             }
-            if wait::spin(SPIN_BUSY, SPIN_POLITE, || ready(&ring) || self.any_closed()) {
+            let budget = self.spin_micros.load(Relaxed);
+            let busy = budget.min(SPIN_BUSY_MAX);
+            let (busy, polite) = (
+                Duration::from_micros(busy as u64),
+                Duration::from_micros((budget - busy) as u64),
+            );
+            if budget > 0 && wait::spin(busy, polite, || ready(&ring) || self.any_closed()) {
                 continue;
             }
             if !counted {
@@ -485,6 +496,17 @@ impl SageQueue {
 
     pub fn is_closed(&self) -> bool {
         self.any_closed()
+    }
+
+    /// This handle's waiting policy: how many microseconds a wait checks before it sleeps on
+    /// the futex (the first 20 spinning, the rest yielding the CPU between checks). 0 sleeps
+    /// at once: least CPU, a wake-up costs a futex wake. The default is DEFAULT_SPIN_MICROS.
+    pub fn set_spin_micros(&self, micros: u32) {
+        self.spin_micros.store(micros, Relaxed);
+    }
+
+    pub fn spin_micros(&self) -> u32 {
+        self.spin_micros.load(Relaxed)
     }
 
     pub fn stats(&self) -> Result<QueueStats> {

@@ -535,7 +535,8 @@ impl<'a> Ring<'a> {
                 // Producers may wait for the bound.
                 wait::wake(&self.hdr.space_wake);
             }
-            let backlog = p - self.hdr.rel.released.load(Relaxed);
+            // Others may have taken and released past `p` meanwhile: then there is no backlog.
+            let backlog = p.saturating_sub(self.hdr.rel.released.load(Relaxed));
             if backlog >= self.cap / 4 || self.hdr.space_wake.waiters.load(SeqCst) > 0 {
                 self.release();
             }

@@ -287,8 +287,10 @@ fn foreign_and_corrupt_files_are_rejected_untouched() {
     let name = unique("ver");
     let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
     let path = q.path();
-    drop(q);
+    // Read it while attached: once detached, another test's collect_garbage may remove it
+    // (the writes below recreate the file).
     let good = std::fs::read(&path).unwrap();
+    drop(q);
     let mut newer = good.clone();
     newer[8] = 2;
     std::fs::write(&path, &newer).unwrap();
@@ -722,4 +724,21 @@ fn nan_timeouts_are_refused_and_infinity_waits_forever() {
     );
     q.task_done(3).unwrap();
     assert!(q.join(f64::INFINITY).unwrap());
+}
+
+#[test]
+fn a_handle_that_never_spins_still_wakes() {
+    let q = Arc::new(create(1 << 16));
+    assert_eq!(q.spin_micros(), 70);
+    q.set_spin_micros(0);
+    assert_eq!(q.spin_micros(), 0);
+    let producer = Arc::clone(&q);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        producer.put(b"wake", -1.0).unwrap();
+    });
+    let start = Instant::now();
+    assert_eq!(q.get(5.0).unwrap(), b"wake");
+    assert!(start.elapsed() < Duration::from_secs(4));
+    t.join().unwrap();
 }

@@ -487,3 +487,18 @@ def test_messages_of_changing_sizes_in_several_threads(make_queue):
             assert intact(q.get_nowait())
         except queue.Empty:
             break
+
+
+def test_waiting_policy_per_handle(make_queue):
+    """spin_us: how long a wait checks before it sleeps; 0 sleeps at once and still wakes."""
+    q = make_queue()
+    assert q.spin_us == 70
+    sleeper = make_queue(q.name, spin_us=0)
+    assert sleeper.spin_us == 0 and q.spin_us == 70  # per handle
+    threading.Timer(0.1, q.put, args=("wake",)).start()
+    assert sleeper.get(timeout=LONG) == "wake"
+    q.spin_us = 500
+    assert q.spin_us == 500
+    for bad in (-1, 10**7, 1.5):
+        with pytest.raises((ValueError, TypeError)):
+            q.spin_us = bad
