@@ -7,7 +7,9 @@
 //! Module map: error (typed errors), name (names and file names), layout (bytes of a segment),
 //! segment (the file and its mapping), attach (slots and liveness), ring (the protocol),
 //! bound (the optional limit on the number of messages),
-//! wait (spin and futex), queue (the handle the UDL exposes), registry (handles by id for raw_* calls), fault (test-only hooks).
+//! wait (spin and futex), queue (the handle the UDL exposes), admin (statistics, listing,
+//! removal, gc), batch (the batch layouts), registry (handles by id for raw_* calls), fault
+//! (test-only hooks).
 //!
 //! Built with `--cfg loom` (tests only), the crate is the protocol core checked by loom
 //! (loom_tests): its shared atomics are loom's and the queue handle and FFI are left out.
@@ -15,7 +17,11 @@
 // Under loom, what only the handle and the FFI use is unused.
 #![cfg_attr(loom, allow(dead_code))]
 
+#[cfg(not(loom))]
+mod admin;
 mod attach;
+#[cfg(not(loom))]
+mod batch;
 mod bound;
 mod error;
 mod fault;
@@ -31,14 +37,18 @@ mod ring;
 mod segment;
 mod wait;
 
+#[cfg(not(loom))]
+pub use admin::{
+    collect_garbage, list_queues, max_message_size, queue_dir, unlink_queue, validate_name,
+    QueueInfo, QueueStats,
+};
+#[cfg(not(loom))]
+pub use batch::parse_frames;
 pub use error::QueueError;
 #[cfg(feature = "fault-injection")]
 pub use fault::{stop_at, Step};
 #[cfg(not(loom))]
-pub use queue::{
-    collect_garbage, list_queues, max_message_size, parse_frames, queue_dir, unlink_queue,
-    validate_name, QueueInfo, QueueStats, SageQueue,
-};
+pub use queue::SageQueue;
 #[cfg(not(loom))]
 pub use registry::{
     raw_get, raw_get_batch, raw_get_batch_view, raw_get_many_view, raw_get_view, raw_put,
