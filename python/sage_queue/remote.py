@@ -211,6 +211,7 @@ class Bridge:
             "items_in": 0, "items_out": 0, "bytes_in": 0, "bytes_out": 0, "items_given_back": 0
         }  # fmt: skip
         self._tasks_forwarded = self._tasks_done_here()
+        self._tasks_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, args=(loop,), daemon=True)
@@ -358,11 +359,13 @@ class Bridge:
     # -- called by handles --
 
     def forward_tasks(self) -> None:
-        """Hand task_done() calls made on this node's inbound window on to the queue."""
-        done = self._tasks_done_here()
-        if done > self._tasks_forwarded:
-            ray.get(self._gateway.task_done.remote(done - self._tasks_forwarded))
-            self._tasks_forwarded = done
+        """Hand task_done() calls made on this node's inbound window on to the queue (from
+        the task loop and from join, one at a time: a count must never go on twice)."""
+        with self._tasks_lock:
+            done = self._tasks_done_here()
+            if done > self._tasks_forwarded:
+                ray.get(self._gateway.task_done.remote(done - self._tasks_forwarded))
+                self._tasks_forwarded = done
 
     def info(self) -> Dict[str, Any]:
         in_name, out_name = window_names(self._ref)

@@ -76,6 +76,12 @@ class Producer:
     def stats(self):
         return self.q.get_stats()
 
+    def join(self, timeout):
+        return self.q.join(timeout=timeout)
+
+    def qsize(self):
+        return self.q.qsize()
+
 
 @ray.remote(num_cpus=0, max_concurrency=2)
 class Consumer:
@@ -156,3 +162,20 @@ def open_here(ref, local_only=None):
     attached = q.get_stats()["attached"] if isinstance(q, SageQueue) else None
     q.close()
     return kind, attached
+
+
+@ray.remote(num_cpus=0)
+class Worker:
+    """Takes items and marks each done (task_done) after it."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def where(self):
+        return type(self.q).__name__
+
+    def take_and_mark_done(self, n, timeout=60):
+        for _ in range(n):
+            self.q.get(timeout=timeout)
+            self.q.task_done()
+        return n

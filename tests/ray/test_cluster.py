@@ -360,3 +360,24 @@ def test_removing_the_queue_node_gives_a_clear_error_within_seconds(sim):
         f"after {t_err_c - t_remove:.2f} s; {sent - len(taken)} of {sent} undelivered "
         "(the queue's contents went with its node)"
     )
+
+
+def test_task_done_and_join_across_nodes(sim):
+    """Items put on node b and taken on node c: join on the queue's node returns once node c
+    marked each done; join on node b first waits for its puts to reach the queue; qsize
+    from another node counts what is in transit."""
+    q = SageQueue(unique("join"), maxsize=1 << 20)
+    try:
+        producer = ch.Producer.options(**sim.on("b")).remote(q, "j")
+        worker = ch.Worker.options(**sim.on("c")).remote(q)
+        ray.get([producer.where.remote(), worker.where.remote()])
+        assert ray.get(producer.produce.remote(200, 20)) == 200
+        assert ray.get(producer.join.remote(1.0)) is False  # nobody marked them done yet
+        assert ray.get(producer.qsize.remote()) == 200
+        assert ray.get(worker.take_and_mark_done.remote(200)) == 200
+        assert q.join(timeout=30) is True
+        assert ray.get(producer.join.remote(30)) is True
+        assert q.get_stats()["unfinished_tasks"] == 0
+        assert ray.get(producer.qsize.remote()) == 0
+    finally:
+        q.destroy()
