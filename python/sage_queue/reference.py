@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from . import _native
 from .errors import QueueNotLocal
 from .serializers import from_portable_spec
 
@@ -37,8 +38,9 @@ def host_id() -> str:
 
 
 def queue_folder() -> str:
-    """This process's queue folder ($SAGE_QUEUE_DIR, else /dev/shm), as an absolute path."""
-    return os.path.realpath(os.environ.get("SAGE_QUEUE_DIR") or "/dev/shm")
+    """This process's queue folder (the native core's rule: $SAGE_QUEUE_DIR, else /dev/shm),
+    as an absolute path."""
+    return os.path.realpath(_native.queue_dir())
 
 
 def ray_node_id() -> str:
