@@ -34,6 +34,9 @@ pub struct QueueStats {
     pub owner_uid: u32,
     pub created_unix_ms: u64,
     pub max_items: u64,
+    pub pids: Vec<u32>,
+    pub consumers_waiting: u32,
+    pub producers_waiting: u32,
 }
 
 pub struct QueueInfo {
@@ -58,7 +61,9 @@ pub(crate) fn mark_closed(seg: &Segment) {
     // Sleepers that announced themselves after our check still time out within SLICE.
 }
 
-pub(crate) fn stats_of(seg: &Segment, name: &str, attached: u32) -> QueueStats {
+/// The statistics record of `seg`; `pids` are the attached processes' (the caller's
+/// included), so `attached` is their number.
+pub(crate) fn stats_of(seg: &Segment, name: &str, pids: Vec<u32>) -> QueueStats {
     let h = seg.header();
     let b = &h.base;
     let since =
@@ -76,7 +81,7 @@ pub(crate) fn stats_of(seg: &Segment, name: &str, attached: u32) -> QueueStats {
         used_bytes: used,
         free_bytes: seg.capacity - used,
         messages: msgs_in.saturating_sub(msgs_out),
-        attached,
+        attached: pids.len() as u32,
         msgs_in: since(msgs_in, &b.msgs_in),
         msgs_out: since(msgs_out, &b.msgs_out),
         bytes_in: since(h.prod.bytes_in.load(Relaxed), &b.bytes_in),
@@ -91,6 +96,9 @@ pub(crate) fn stats_of(seg: &Segment, name: &str, attached: u32) -> QueueStats {
         owner_uid: h.id.owner_uid,
         created_unix_ms: h.id.created_unix_ms,
         max_items: h.id.max_items,
+        pids,
+        consumers_waiting: h.data_wake.waiters.load(Relaxed),
+        producers_waiting: h.space_wake.waiters.load(Relaxed),
     }
 }
 
@@ -150,7 +158,7 @@ pub fn list_queues() -> Result<Vec<QueueInfo>> {
         .into_iter()
         .map(|(n, path)| match Segment::open(&path, &n, false) {
             Ok(seg) => {
-                let s = stats_of(&seg, &n, attach::count_others(&seg.file));
+                let s = stats_of(&seg, &n, attach::other_pids(&seg.file, seg.slots()));
                 QueueInfo {
                     name: n,
                     path: s.path,

@@ -78,8 +78,6 @@ pub fn attach(file: &File, slots: &[Slot]) -> Result<(u32, u32)> {
             s.claim_start.store(NONE, Ordering::Relaxed);
             s.read_start.store(NONE, Ordering::Relaxed);
             s.pid.store(pid, Ordering::Relaxed);
-            s.start_time
-                .store(process_start_time(pid), Ordering::Relaxed);
             s.gen.store(gen, Ordering::Release);
             return Ok((i as u32, gen));
         }
@@ -107,24 +105,35 @@ pub fn held_by_other(file: &File, i: u32) -> bool {
     foreign_lock(file, i as u64, 1).map_or(true, |l| l.is_some())
 }
 
-/// Number of slots held by other open file descriptions.
+/// The pids stamped in the slots held by other open file descriptions (live attachers).
+pub fn other_pids(file: &File, slots: &[Slot]) -> Vec<u32> {
+    held_ranges(file)
+        .into_iter()
+        .flat_map(|(start, end)| start..end)
+        .filter_map(|i| slots.get(i as usize))
+        .map(|s| s.pid.load(Ordering::Acquire))
+        .filter(|&pid| pid != 0)
+        .collect()
+}
+
+/// The byte ranges locked by other open file descriptions in the slot table, one per lock.
 ///
 /// A probe finds one lock anywhere in its range, so the parts of the range on either side of
 /// it are probed again (2n+1 probes for n locks).
-pub fn count_others(file: &File) -> u32 {
-    let mut n = 0;
+fn held_ranges(file: &File) -> Vec<(u64, u64)> {
+    let mut found = Vec::new();
     let mut todo = vec![(0u64, SLOT_COUNT as u64)];
     while let Some((start, end)) = todo.pop() {
         if start >= end {
             continue;
         }
         if let Ok(Some((at, until))) = foreign_lock(file, start, end - start) {
-            n += 1;
+            found.push((at.max(start), until.min(end)));
             todo.push((start, at.max(start)));
             todo.push((until.min(end), end));
         }
     }
-    n
+    found
 }
 
 /// If no other open file description holds any slot, lock the whole table (so nobody can
@@ -135,17 +144,4 @@ pub fn lock_table_if_unused(file: &File) -> bool {
 
 pub fn unlock_table(file: &File) {
     let _ = set_lock(file, libc::F_UNLCK, 0, SLOT_COUNT as u64);
-}
-
-/// Process start time in clock ticks since boot (field 22 of /proc/PID/stat), 0 if unknown.
-/// Shown next to the pid so a reader can tell a reused pid; liveness itself uses the lock.
-pub fn process_start_time(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // The command name may hold spaces; fields resume after the last ')'.
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(0)
 }

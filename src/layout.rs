@@ -21,7 +21,7 @@
 //! 1024    128     Item bound (used only when max_items > 0, see bound.rs): count, the bound
 //!                 lock (owner slot and generation) and its journal (kind, count before, two
 //!                 positions, a number). Zero in older segments, which are unbounded.
-//! 4096    64*1024 Attachment slots, 64 bytes each: generation, pid, process start time, and
+//! 4096    64*1024 Attachment slots, 64 bytes each: generation, pid (read by `stats`), 8 unused bytes, and
 //!                 the slot's claim intent (producer range) and read intent (consumer range).
 //!                 Liveness of slot i is an OFD write lock on byte i of the file, which the
 //!                 kernel drops when the process dies.
@@ -196,7 +196,8 @@ pub struct Header {
 pub struct Slot {
     pub gen: AtomicU32,
     pub pid: AtomicU32,
-    pub start_time: AtomicU64,
+    /// Unused (zero): earlier versions stored the process start time here, which nothing read.
+    pub reserved: AtomicU64,
     pub claim_start: AtomicU64,
     pub claim_end: AtomicU64,
     pub read_start: AtomicU64,

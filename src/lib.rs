@@ -1,14 +1,17 @@
 //! sage-queue: a shared-memory multi-producer multi-consumer queue of variable-size messages
 //! between processes on one machine.
 //!
-//! A message's path: `SageQueue::put` (queue.rs) -> `Ring::try_put` (ring.rs: claim, write,
+//! A message's path: `msg_put` (message.rs, the UDL's message path) -> `SageQueue::put_pair`
+//! (queue.rs) -> `Ring::try_put` (ring.rs: claim, write,
 //! commit) -> `wait::wake` ... `wait::sleep_unless` -> `Ring::try_get` (take, copy out,
-//! CONSUMED) -> `Ring::release` (zero, advance) -> `SageQueue::get` returns the bytes.
+//! CONSUMED) -> `Ring::release` (zero, advance) -> `SageQueue::get_into` copies it into the
+//! thread's view -> `msg_take` returns its length.
 //! Module map: error (typed errors), name (names and file names), layout (bytes of a segment),
 //! segment (the file and its mapping), attach (slots and liveness), ring (the protocol),
 //! bound (the optional limit on the number of messages),
 //! wait (spin and futex), queue (the handle the UDL exposes), admin (statistics, listing,
-//! removal, gc), batch (the batch layouts), registry (handles by id for raw_* calls), fault
+//! removal, gc), batch (the one batch format), registry (handles by id), message (the
+//! id-addressed message path every language takes), fault
 //! (test-only hooks).
 //!
 //! Built with `--cfg loom` (tests only), the crate is the protocol core checked by loom
@@ -28,6 +31,8 @@ mod fault;
 mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(not(loom))]
+mod message;
 mod name;
 #[cfg(not(loom))]
 mod queue;
@@ -43,18 +48,17 @@ pub use admin::{
     QueueInfo, QueueStats,
 };
 #[cfg(not(loom))]
-pub use batch::parse_frames;
+pub use batch::{encode_table, parse_taken};
 pub use error::QueueError;
 #[cfg(feature = "fault-injection")]
 pub use fault::{stop_at, Step};
 #[cfg(not(loom))]
-pub use queue::SageQueue;
-#[cfg(not(loom))]
-pub use registry::{
-    raw_get, raw_get_batch, raw_get_batch_view, raw_get_many_view, raw_get_view, raw_put,
-    raw_put_batch, raw_put_many, raw_put_pair, raw_try_get_view, raw_try_put_pair,
-    raw_view_address, raw_view_capacity,
+pub use message::{
+    msg_error, msg_put, msg_put_batch, msg_take, msg_take_batch, msg_try_put, msg_try_take,
+    msg_view_address, msg_view_capacity, FAILED, NOTHING,
 };
+#[cfg(not(loom))]
+pub use queue::SageQueue;
 
 #[cfg(not(loom))]
 uniffi::include_scaffolding!("sage_queue");

@@ -135,7 +135,7 @@ impl Shm {
             .map(|_| Slot {
                 gen: a32(1),
                 pid: a32(0),
-                start_time: a64(0),
+                reserved: a64(0),
                 claim_start: a64(NONE),
                 claim_end: a64(0),
                 read_start: a64(NONE),

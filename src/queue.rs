@@ -1,6 +1,6 @@
 //! The queue handle the UDL exposes: argument checks, timeouts and blocking, the waiting
 //! policy, attach/detach, tasks. Statistics and the folder-wide functions are admin.rs; the
-//! batch codecs batch.rs.
+//! batch layout batch.rs; the id-addressed message path message.rs.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::{mark_closed, stats_of, QueueStats};
 use crate::attach;
-use crate::batch::{parse_frames, parse_table};
+use crate::batch::parse_table;
 use crate::error::{QueueError, Result};
 use crate::layout::{self, span, WakeLine};
 use crate::name;
@@ -42,7 +42,7 @@ pub struct SageQueue {
     created: bool,
     auto_cleanup: bool,
     closed: AtomicBool,
-    raw_id: std::sync::atomic::AtomicU64,
+    msg_id: std::sync::atomic::AtomicU64,
     /// This handle's spin budget in microseconds before a wait sleeps (its waiting policy).
     spin_micros: AtomicU32,
     local: Mutex<Local>,
@@ -148,7 +148,7 @@ impl SageQueue {
             created,
             auto_cleanup,
             closed: AtomicBool::new(false),
-            raw_id: std::sync::atomic::AtomicU64::new(0),
+            msg_id: std::sync::atomic::AtomicU64::new(0),
             spin_micros: AtomicU32::new(DEFAULT_SPIN_MICROS),
             local: Mutex::new(Local {
                 cache: Cache::default(),
@@ -313,16 +313,10 @@ impl SageQueue {
         )
     }
 
-    pub fn put_batch(&self, frames: &[u8], timeout: Timeout) -> Result<u32> {
-        let msgs: Vec<Msg> = parse_frames(frames)?
-            .into_iter()
-            .map(|f| Msg(f, &[]))
-            .collect();
-        self.put_msgs(&msgs, timeout)
-    }
-
-    /// `put_batch` in the table layout: u32 little-endian `lengths`, concatenated `payloads`.
-    pub fn put_many(&self, lengths: &[u8], payloads: &[u8], timeout: Timeout) -> Result<u32> {
+    /// Put a batch in the table layout (batch.rs): u32 little-endian `lengths`, concatenated
+    /// `payloads`, in order. Frames go in order; when the timeout ends part way, the ones
+    /// already put stay put and the count says how many (Full only when none was put).
+    pub fn put_batch(&self, lengths: &[u8], payloads: &[u8], timeout: Timeout) -> Result<u32> {
         let msgs = parse_table(lengths, payloads)?;
         self.put_msgs(&msgs, timeout)
     }
@@ -361,9 +355,10 @@ impl SageQueue {
         Ok(done as u32)
     }
 
-    /// `get_batch` in the table layout, appended to `out`: the payloads, then their u32
-    /// little-endian lengths, then the u32 count.
-    pub fn get_many_into(
+    /// Wait up to `timeout` for one message, then take up to `max_items` (payloads totalling
+    /// at most `max_bytes`, at least one) in the table layout, appended to `out`: the
+    /// payloads, then their u32 little-endian lengths, then the u32 count.
+    pub fn get_batch_into(
         &self,
         out: &mut Vec<u8>,
         max_items: u32,
@@ -382,24 +377,11 @@ impl SageQueue {
         Ok(())
     }
 
+    /// `get_batch_into` into a new buffer (the UDL method).
     pub fn get_batch(&self, max_items: u32, max_bytes: u64, timeout: Timeout) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         self.get_batch_into(&mut out, max_items, max_bytes, timeout)?;
         Ok(out)
-    }
-
-    /// `get_batch`, appending the frames to `out`.
-    pub fn get_batch_into(
-        &self,
-        out: &mut Vec<u8>,
-        max_items: u32,
-        max_bytes: u64,
-        timeout: Timeout,
-    ) -> Result<()> {
-        self.take(max_items, max_bytes, timeout, &mut |r, pos, len| {
-            out.extend_from_slice(&(len as u32).to_le_bytes());
-            r.copy_out(pos, len, out)
-        })
     }
 
     fn check_size(&self, len: usize) -> Result<()> {
@@ -477,12 +459,12 @@ impl SageQueue {
 
     pub fn stats(&self) -> Result<QueueStats> {
         self.check_open()?;
-        let own = u32::from(!self.closed.load(Acquire));
-        Ok(stats_of(
-            &self.seg,
-            &self.name,
-            own + attach::count_others(&self.seg.file),
-        ))
+        let mut pids = attach::other_pids(&self.seg.file, self.seg.slots());
+        if !self.closed.load(Acquire) {
+            pids.push(self.pid);
+        }
+        pids.sort_unstable();
+        Ok(stats_of(&self.seg, &self.name, pids))
     }
 
     pub fn reset_stats(&self) -> Result<()> {
@@ -551,12 +533,12 @@ impl SageQueue {
 
     // ---- lifecycle ----
 
-    pub fn raw_id(self: std::sync::Arc<Self>) -> u64 {
+    pub fn msg_id(self: std::sync::Arc<Self>) -> u64 {
         let _guard = self.local();
-        match self.raw_id.load(Acquire) {
+        match self.msg_id.load(Acquire) {
             0 => {
                 let id = crate::registry::register(&self);
-                self.raw_id.store(id, Release);
+                self.msg_id.store(id, Release);
                 id
             }
             id => id,
@@ -572,7 +554,7 @@ impl SageQueue {
             return;
         }
         let _guard = self.local();
-        let id = self.raw_id.load(Acquire);
+        let id = self.msg_id.load(Acquire);
         if id != 0 {
             crate::registry::forget(id);
         }

@@ -1,4 +1,4 @@
-//! Handles addressed by number, for the `raw_*` functions of the UDL.
+//! Handles addressed by number, for the message path of the UDL (message.rs).
 //!
 //! A generated method call clones the object handle through an extra FFI call; a hot path in a
 //! binding can instead pass a plain u64 id. The table takes no lock (a lock held by another
@@ -8,7 +8,6 @@
 //! with Closed. A forgotten slot's weak reference is leaked on purpose (a lookup may be reading
 //! it): that is one small allocation per handle ever opened, the queue itself is freed.
 
-use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 use std::sync::{Arc, Weak};
@@ -78,84 +77,4 @@ pub fn lookup(id: u64) -> Result<Arc<SageQueue>> {
     let weak = ManuallyDrop::new(unsafe { Weak::from_raw(p as *const SageQueue) });
     weak.upgrade()
         .ok_or_else(|| QueueError::closed("no open handle has this id"))
-}
-pub fn raw_put(id: u64, data: &[u8], timeout: f64) -> Result<()> {
-    lookup(id)?.put(data, timeout)
-}
-
-pub fn raw_put_pair(id: u64, head: &[u8], body: &[u8], timeout: f64) -> Result<()> {
-    lookup(id)?.put_pair(head, body, timeout)
-}
-
-pub fn raw_get(id: u64, timeout: f64) -> Result<Vec<u8>> {
-    lookup(id)?.get(timeout)
-}
-
-pub fn raw_put_batch(id: u64, frames: &[u8], timeout: f64) -> Result<u32> {
-    lookup(id)?.put_batch(frames, timeout)
-}
-
-pub fn raw_put_many(id: u64, lengths: &[u8], payloads: &[u8], timeout: f64) -> Result<u32> {
-    lookup(id)?.put_many(lengths, payloads, timeout)
-}
-
-pub fn raw_get_batch(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> Result<Vec<u8>> {
-    lookup(id)?.get_batch(max_items, max_bytes, timeout)
-}
-
-thread_local! {
-    /// The calling thread's copy-out buffer for the raw_*_view functions.
-    static VIEW: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64 << 10));
-}
-
-fn into_view(fill: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<u64> {
-    VIEW.with(|v| {
-        let mut v = v.borrow_mut();
-        v.clear();
-        fill(&mut v)?;
-        Ok(v.len() as u64)
-    })
-}
-
-pub fn raw_get_view(id: u64, timeout: f64) -> Result<u64> {
-    let q = lookup(id)?;
-    into_view(|v| q.get_into(v, timeout))
-}
-
-/// `raw_put_pair` with no wait: false (not Full) when the message does not fit now.
-pub fn raw_try_put_pair(id: u64, head: &[u8], body: &[u8]) -> Result<bool> {
-    match raw_put_pair(id, head, body, 0.0) {
-        Ok(()) => Ok(true),
-        Err(QueueError::Full) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// The value of `raw_try_get_view` for an empty queue.
-pub const NOTHING: u64 = u64::MAX;
-
-/// `raw_get_view` with no wait: NOTHING (not Empty) when there is no message now.
-pub fn raw_try_get_view(id: u64) -> Result<u64> {
-    match raw_get_view(id, 0.0) {
-        Err(QueueError::Empty) => Ok(NOTHING),
-        r => r,
-    }
-}
-
-pub fn raw_get_batch_view(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> Result<u64> {
-    let q = lookup(id)?;
-    into_view(|v| q.get_batch_into(v, max_items, max_bytes, timeout))
-}
-
-pub fn raw_get_many_view(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> Result<u64> {
-    let q = lookup(id)?;
-    into_view(|v| q.get_many_into(v, max_items, max_bytes, timeout))
-}
-
-pub fn raw_view_address() -> u64 {
-    VIEW.with(|v| v.borrow().as_ptr() as u64)
-}
-
-pub fn raw_view_capacity() -> u64 {
-    VIEW.with(|v| v.borrow().capacity() as u64)
 }

@@ -1,14 +1,15 @@
-"""Direct calls to the generated module's ``raw_*`` entry points, for the message hot path.
+"""Direct calls to the message path of ``sage_queue.udl`` (the ``msg_*`` entry points).
 
 A call through the generated Python wrapper costs several microseconds (argument checks, a
 lowered ForeignBytes structure, a fresh call status); a ctypes call to the same exported
-function costs a fraction of that. This module binds the message functions of
-``sage_queue.udl`` to new ctypes function objects over the SAME library symbols, with
-argument lists that are ABI-identical to the generated ones on x86-64 and aarch64 Linux: a
-``ForeignBytes {int32 len; uint8_t *data}`` passed by value travels in two integer registers,
-exactly like separate ``len`` and ``data`` arguments. Errors are lifted by the generated error
-converter, so they are the generated exception classes. The ``raw_try_*`` first attempts,
-which never wait, are called holding the GIL (no hand-over to other threads and back).
+function costs a fraction of that. This module binds the message functions to new ctypes
+function objects over the SAME library symbols, with argument lists that are ABI-identical to
+the generated ones on x86-64 and aarch64 Linux: a ``ForeignBytes {int32 len; uint8_t *data}``
+passed by value travels in two integer registers, exactly like separate ``len`` and ``data``
+arguments. The message calls report by value and never write the call status, so every
+thread passes the one ``STATUS`` here and nothing checks it; a FAILED result is lifted by the
+generated ``msg_error()``, so errors are the generated exception classes. Calls that never
+wait (timeout 0) are made holding the GIL (no hand-over to other threads and back).
 
 ``pinned()`` compares what this module assumes with the generated module and returns the
 differences. This is the only message path of the shim, so when there is any difference (a
@@ -20,7 +21,7 @@ import ctypes
 import platform
 import sys
 import threading
-from typing import Any, Callable, List, TypeVar
+from typing import Any, Callable, List, NoReturn, Optional
 
 from ._native import sage_queue as _gen
 
@@ -29,35 +30,32 @@ _STATUS = _gen._UniffiRustCallStatus
 _STATUS_PTR = ctypes.POINTER(_STATUS)
 _FB = _gen._UniffiForeignBytes
 
+_B = (_i64, ctypes.c_char_p)  # a ForeignBytes as its two registers: length, data
 # Symbol -> (generated argtypes, generated restype, our argtypes, our restype).
 _SIGNATURES = {
-    "uniffi_sage_queue_fn_func_raw_put": (
-        (_u64, _FB, _f64, _STATUS_PTR), None,
-        (_u64, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), None,
+    "uniffi_sage_queue_fn_func_msg_put": (
+        (_u64, _FB, _FB, _f64, _STATUS_PTR), ctypes.c_int8,
+        (_u64, *_B, *_B, _f64, ctypes.c_void_p), ctypes.c_int8,
     ),
-    "uniffi_sage_queue_fn_func_raw_put_pair": (
-        (_u64, _FB, _FB, _f64, _STATUS_PTR), None,
-        (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), None,
+    "uniffi_sage_queue_fn_func_msg_try_put": (
+        (_u64, _FB, _FB, _STATUS_PTR), ctypes.c_int8,
+        (_u64, *_B, *_B, ctypes.c_void_p), ctypes.c_int8,
     ),
-    "uniffi_sage_queue_fn_func_raw_put_many": (
-        (_u64, _FB, _FB, _f64, _STATUS_PTR), _u32,
-        (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, _f64, ctypes.c_void_p), _u32,
+    "uniffi_sage_queue_fn_func_msg_try_take": (
+        (_u64, _STATUS_PTR), _u64,
+        (_u64, ctypes.c_void_p), _u64,
     ),
-    "uniffi_sage_queue_fn_func_raw_get_many_view": (
-        (_u64, _u32, _u64, _f64, _STATUS_PTR), _u64,
-        (_u64, _u32, _u64, _f64, ctypes.c_void_p), _u64,
-    ),
-    "uniffi_sage_queue_fn_func_raw_get_view": (
+    "uniffi_sage_queue_fn_func_msg_take": (
         (_u64, _f64, _STATUS_PTR), _u64,
         (_u64, _f64, ctypes.c_void_p), _u64,
     ),
-    "uniffi_sage_queue_fn_func_raw_try_put_pair": (
-        (_u64, _FB, _FB, _STATUS_PTR), ctypes.c_int8,
-        (_u64, _i64, ctypes.c_char_p, _i64, ctypes.c_char_p, ctypes.c_void_p), ctypes.c_int8,
+    "uniffi_sage_queue_fn_func_msg_put_batch": (
+        (_u64, _FB, _FB, _f64, _STATUS_PTR), _i64,
+        (_u64, *_B, *_B, _f64, ctypes.c_void_p), _i64,
     ),
-    "uniffi_sage_queue_fn_func_raw_try_get_view": (
-        (_u64, _STATUS_PTR), _u64,
-        (_u64, ctypes.c_void_p), _u64,
+    "uniffi_sage_queue_fn_func_msg_take_batch": (
+        (_u64, _u32, _u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _u32, _u64, _f64, ctypes.c_void_p), _u64,
     ),
 }  # fmt: skip
 
@@ -86,7 +84,7 @@ def pinned() -> List[str]:
             problems.append(f"{name} is not in the generated module")
         elif tuple(fn.argtypes) != args or fn.restype is not res:
             problems.append(f"{name} is {fn.argtypes} -> {fn.restype}")
-    for helper in ("_uniffi_check_call_status", "_UniffiFfiConverterTypeQueueError"):
+    for helper in ("msg_error", "msg_view_address", "msg_view_capacity"):
         if not hasattr(_gen, helper):
             problems.append(f"{helper} is not in the generated module")
     return problems
@@ -106,7 +104,7 @@ if _PROBLEMS:
 
 def _bind(name: str, holding_gil: bool = False) -> Any:
     """A new function object for the symbol (the generated one stays untouched), called with
-    ctypes values built once (c_uint64 id, c_double timeout, c_void_p status): with no
+    ctypes values built once (c_uint64 id, c_double timeout, the status address): with no
     argtypes, ctypes passes them as they are, a Python int as a C int (the ForeignBytes
     length is an int32) and bytes as a pointer to their buffer, which costs much less than
     converting every argument on every call.
@@ -122,19 +120,25 @@ def _bind(name: str, holding_gil: bool = False) -> Any:
     return fn
 
 
+# The one call status every thread passes: the message calls never write it.
+_STATUS_BLOCK = _STATUS()
+STATUS = ctypes.c_void_p(ctypes.addressof(_STATUS_BLOCK))
+NOTHING = 2**64 - 1  # msg_take(_batch): nothing came before the timeout
+FAILED = 2**64 - 2  # msg_take(_batch): failed, raise_failure() raises why
+ZERO = ctypes.c_double(0.0)  # the timeout "try once"
+
+
 class Thread:
-    """One thread's reusable call status, and where its native view buffer is.
+    """Where this thread's native view buffer is, as a memoryview.
 
-    The view buffer is the per-thread Rust buffer that ``raw_*_view`` calls fill; it moves
-    only when it grows, so ``view(n)`` asks for its place again only when ``n`` exceeds the
-    capacity last seen. ``busy`` is set while an item is loaded straight from the buffer: a
-    get that runs inside that load (from unpickling code) must not overwrite it."""
+    The view buffer is the per-thread Rust buffer that msg_take and msg_take_batch fill; it
+    moves only when it grows, so ``view(n)`` asks for its place again only when ``n`` exceeds
+    the capacity last seen. ``busy`` is set while an item is loaded straight from the buffer:
+    a get that runs inside that load (from unpickling code) must not overwrite it."""
 
-    __slots__ = ("status", "address", "view", "view_capacity", "busy")
+    __slots__ = ("view", "view_capacity", "busy")
 
     def __init__(self) -> None:
-        self.status = _STATUS()
-        self.address = ctypes.c_void_p(ctypes.addressof(self.status))
         self.view = memoryview(b"")
         self.view_capacity = -1
         self.busy = False
@@ -150,111 +154,53 @@ local = _Local()
 
 
 def view(n: int) -> memoryview:
-    """This thread's view buffer (as bytes), just filled with ``n`` bytes by a view call."""
+    """This thread's view buffer (as bytes), just filled with ``n`` bytes by a take."""
     t = local.t
     if n > t.view_capacity:
-        address, capacity = _gen.raw_view_address(), _gen.raw_view_capacity()
+        address, capacity = _gen.msg_view_address(), _gen.msg_view_capacity()
         t.view = memoryview((ctypes.c_char * capacity).from_address(address)).cast("B")
         t.view_capacity = capacity
     return t.view
 
 
 def discard(t: Thread) -> None:
-    """Forget what a call that an exception interrupted may have left in this thread's state.
+    """Forget where the view buffer is, after an exception interrupted a take.
 
-    A signal handler's exception (Ctrl-C) can leave a call between the native return and the
-    status check: the status may hold an error that belongs to that call (its buffer is freed
-    here, so no later call sees it) and the view buffer may have moved unseen. Every path that
-    uses the thread's status or view calls this when any exception leaves it, and every call
-    clears the status code before it starts, so nothing of one call survives into the next."""
-    if t.status.code:
-        try:
-            raise_status(t.status)
-        except BaseException:
-            pass
+    A signal handler's exception (Ctrl-C) can leave a take between the native return and
+    the check of its length, when the buffer may have moved unseen; every path that uses the
+    view calls this when any exception leaves it. (A failure's error waits in a native
+    per-thread slot that only the FAILED result of the same call reads, so nothing of an
+    interrupted call can pass for a later call's.)"""
     t.view_capacity = -1
 
 
-def raise_status(st: Any) -> None:
-    """Raise the error a failed call left in `st` (a generated QueueError), and reset it."""
-    try:
-        _gen._uniffi_check_call_status(  # type: ignore[no-untyped-call]
-            _gen._UniffiFfiConverterTypeQueueError, st
-        )
-    finally:
-        st.code = 0
+def raise_failure() -> NoReturn:
+    """Raise the error of this thread's last FAILED message call (a generated QueueError)."""
+    _gen.msg_error()
+    raise RuntimeError("a sage-queue message call failed without an error")
 
 
-_R = TypeVar("_R")
+def seconds(timeout: Optional[float]) -> ctypes.c_double:
+    """A timeout as the c_double the entry points take (None: forever)."""
+    if timeout is None:
+        return _FOREVER
+    return ZERO if timeout == 0.0 else ctypes.c_double(timeout)
 
 
-def call(fn: Callable[..., _R], *args: Any) -> _R:
-    """``fn(*args, status)`` with this thread's status: cleared first, checked after, and
-    discarded (with the view's place) if any exception interrupts the call."""
-    t = local.t
-    st = t.status
-    st.code = 0
-    try:
-        result = fn(*args, t.address)
-    except BaseException:
-        discard(t)
-        raise
-    if st.code:
-        raise_status(st)
-    return result
+_FOREVER = ctypes.c_double(-1.0)
+u32, u64 = ctypes.c_uint32, ctypes.c_uint64  # for the integer arguments that are not int32
 
-
-def seconds(timeout: float) -> ctypes.c_double:
-    """A timeout as the c_double the entry points take."""
-    return _ZERO if timeout == 0.0 else ctypes.c_double(timeout)
-
-
-_ZERO = ctypes.c_double(0.0)
-NOTHING = 2**64 - 1  # try_get_view's "empty now"
-
-# The bound entry points:
-# put(id, len, data, timeout, status); put_pair(id, len, head, len, body, timeout, status);
-# get_view(id, timeout, status) -> u64;
-# put_many(id, len, lengths, len, payloads, timeout, status) -> u32;
-# get_many_view(id, max_items, max_bytes, timeout, status) -> u64.
-put: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put")
-put_pair: Callable[..., None] = _bind("uniffi_sage_queue_fn_func_raw_put_pair")
-get_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_view")
+# The bound entry points, each called with STATUS last:
+# put(id, len, head, len, body, timeout) -> int8: 1 put, 0 no room in time, -1 FAILED;
+# take(id, timeout) -> u64: length in the view, NOTHING or FAILED;
+# put_batch(id, len, lengths, len, payloads, timeout) -> int64: count put, or -1 FAILED;
+# take_batch(id, max_items, max_bytes, timeout) -> u64: as take, a table in the view.
+put: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_put")
+take: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_take")
+put_batch: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_put_batch")
+take_batch: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_take_batch")
 # First attempts, which never wait, holding the GIL:
-# try_put_pair(id, len, head, len, body, status) -> int8 (0: no room now);
-# try_get_view(id, status) -> u64 (NOTHING: empty now).
-try_put_pair: Callable[..., int] = _bind(
-    "uniffi_sage_queue_fn_func_raw_try_put_pair", holding_gil=True
-)
-try_get_view: Callable[..., int] = _bind(
-    "uniffi_sage_queue_fn_func_raw_try_get_view", holding_gil=True
-)
-put_many: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_put_many")
-get_many_view: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_raw_get_many_view")
-
-
-def raw_put(qid: int, data: bytes, timeout: float) -> None:
-    """The generated raw_put's signature and behaviour, over the direct entry point."""
-    call(put, ctypes.c_uint64(qid), len(data), data, seconds(timeout))
-
-
-def raw_put_pair(qid: int, head: bytes, body: bytes, timeout: float) -> None:
-    call(put_pair, ctypes.c_uint64(qid), len(head), head, len(body), body, seconds(timeout))
-
-
-def raw_get_view(qid: int, timeout: float) -> int:
-    return call(get_view, ctypes.c_uint64(qid), seconds(timeout))
-
-
-def raw_put_many(qid: int, lengths: bytes, payloads: bytes, timeout: float) -> int:
-    return call(
-        put_many, ctypes.c_uint64(qid), len(lengths), lengths, len(payloads), payloads,
-        seconds(timeout),
-    )  # fmt: skip
-
-
-def raw_get_many_view(qid: int, max_items: int, max_bytes: int, timeout: float) -> int:
-    return call(
-        get_many_view, ctypes.c_uint64(qid), ctypes.c_uint32(max_items),
-        ctypes.c_uint64(max_bytes), seconds(timeout),
-    )  # fmt: skip
+# try_put(id, len, head, len, body) -> int8: 1 put, 0 no room now, -1 FAILED;
+# try_take(id) -> u64: length in the view, NOTHING or FAILED.
+try_put: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_try_put", holding_gil=True)
+try_take: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_try_take", holding_gil=True)

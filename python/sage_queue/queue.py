@@ -7,11 +7,11 @@ it). Blocking calls wait in native slices of at most ``_SLICE`` seconds so that 
 handlers (Ctrl-C) run between them. Objects pickle as a ``SageQueueRef``, so
 ``multiprocessing`` children and Ray actors receive a queue attached to the same segment.
 
-Messages move through the native ``raw_*`` functions, addressed by the handle's id (a method
-call costs a second FFI call to clone the object handle). A received message lands in the
-calling thread's native view buffer instead of coming back in a RustBuffer, and a pickle is
-loaded from there in place. The first attempt of a put or get never waits and holds the GIL;
-only a call that has to wait releases it.
+Messages move through the message path of the UDL (``msg_*``, bound in _fastpath.py),
+addressed by the handle's id (a method call costs a second FFI call to clone the object
+handle). A received message lands in the calling thread's native view buffer instead of
+coming back in a RustBuffer, and a pickle is loaded from there in place. The first attempt
+of a put or get never waits and holds the GIL; only a call that has to wait releases it.
 """
 
 import array
@@ -64,7 +64,7 @@ _STATS_FIELDS = (
     "name", "path", "capacity", "max_message_size", "used_bytes", "free_bytes", "messages",
     "attached", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "waits_full", "waits_empty",
     "recovered", "lost", "unfinished_tasks", "closed", "creator_pid", "owner_uid",
-    "created_unix_ms", "max_items",
+    "created_unix_ms", "max_items", "pids", "consumers_waiting", "producers_waiting",
 )  # fmt: skip
 _INFO_FIELDS = (
     "name", "path", "valid", "error", "capacity", "used_bytes", "messages", "attached",
@@ -148,8 +148,8 @@ _T = TypeVar("_T")
 
 
 def _sliced(call: Callable[..., _T], wait: Optional[float], *args: Any) -> _T:
-    """``call(*args, seconds)`` until it succeeds or ``wait`` has passed, waiting at most
-    _SLICE per native call. The first call is the whole fast path when no wait is needed."""
+    """``call(*args, seconds)`` (a generated call, which raises Empty or Full when the time
+    is up) until it succeeds or ``wait`` has passed, waiting at most _SLICE per call."""
     step = _SLICE if wait is None else min(wait, _SLICE)
     deadline = None if wait is None else time.monotonic() + wait
     while True:
@@ -163,11 +163,29 @@ def _sliced(call: Callable[..., _T], wait: Optional[float], *args: Any) -> _T:
                 step = min(remaining, _SLICE)
 
 
-# The hot path: this thread's status and view buffer, and the direct entry points.
-_LOCAL = _fast.local  # .t: this thread's status and view buffer
-# The first attempt of a put or get: no wait, no error for "not now", GIL held.
-_TRY_PUT, _TRY_GET_VIEW = _fast.try_put_pair, _fast.try_get_view
-_NOTHING = _fast.NOTHING
+def _waited(call: Callable[..., int], nothing: int, wait: Optional[float], *args: Any) -> int:
+    """``call(*args, seconds, STATUS)`` (a message-path call) while it returns ``nothing``
+    and ``wait`` has not passed, waiting at most _SLICE per call so that signal handlers
+    run between calls; its last result (``nothing`` when the time is up, or FAILED)."""
+    step = _SLICE if wait is None else min(wait, _SLICE)
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        result = call(*args, _fast.seconds(step), _ST)
+        if result != nothing:
+            return result
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return result
+            step = min(remaining, _SLICE)
+
+
+# The hot path: the message-path entry points, the shared status, this thread's view.
+_LOCAL = _fast.local  # .t: this thread's view buffer
+_ST = _fast.STATUS
+# The first attempt of a put or get: no wait, GIL held.
+_TRY_PUT, _TRY_TAKE = _fast.try_put, _fast.try_take
+_NOTHING, _FAILED = _fast.NOTHING, _fast.FAILED
 
 
 def _table_payloads(mv: memoryview, lengths: "array.array[int]") -> Iterable[bytes]:
@@ -178,14 +196,15 @@ def _table_payloads(mv: memoryview, lengths: "array.array[int]") -> Iterable[byt
         off += size
 
 
-def _split_frames(buf: bytes) -> List[bytes]:
-    """The payloads of a frame buffer (u32 little-endian length, then the payload)."""
-    out, off = [], 0
-    while off < len(buf):
-        size = int.from_bytes(buf[off : off + 4], "little")
-        out.append(buf[off + 4 : off + 4 + size])
-        off += 4 + size
-    return out
+def _table_lengths(mv: memoryview) -> "array.array[int]":
+    """The u32 lengths of a taken batch (the table: payloads, their u32 lengths, u32 count)."""
+    n = len(mv)
+    count = int.from_bytes(mv[n - 4 :], "little")
+    lengths = array.array("I")
+    lengths.frombytes(mv[n - 4 - 4 * count : n - 4])
+    if sys.byteorder != "little":
+        lengths.byteswap()
+    return lengths
 
 
 # ---- references (reference.py; these names stay importable from here) ----
@@ -319,7 +338,7 @@ class SageQueue(QueueConveniences):
         if spin_us is not None:
             native.set_spin_micros(_spin(spin_us))
         self.path = native.path()
-        self._id = native.raw_id()
+        self._id = native.msg_id()
         self._cid = ctypes.c_uint64(self._id)
         self._native = native
         _handles.track(self)
@@ -363,7 +382,7 @@ class SageQueue(QueueConveniences):
             self._native = None
             self._closed_reason = f"could not re-attach after fork: {from_native(e, self.name)}"
             return
-        self._id = native.raw_id()
+        self._id = native.msg_id()
         self._cid = ctypes.c_uint64(self._id)
         self._native = native
 
@@ -389,32 +408,26 @@ class SageQueue(QueueConveniences):
         # One direct native call that does not wait; waiting is the slow path below.
         if timeout is not None:
             _check_timeout(block, timeout)
-        t = _LOCAL.t
-        st = t.status
-        st.code = 0  # nothing an interrupted call left behind may pass for this call's
-        try:
-            if head is None:
-                done = _TRY_PUT(self._cid, 0, b"", len(data), data, t.address)
-            else:
-                done = _TRY_PUT(self._cid, 1, head, len(data), data, t.address)
-        except BaseException:
-            _fast.discard(t)
-            raise
-        if st.code:
-            self._fast_failed(st, head is not None)  # returns only after a fork: retry
-        elif done:
+        if head is None:
+            done = _TRY_PUT(self._cid, 0, b"", len(data), data, _ST)
+        else:
+            done = _TRY_PUT(self._cid, 1, head, len(data), data, _ST)
+        if done > 0:
             return
+        if done < 0:
+            self._fast_failed(head is not None)  # returns only after a fork: retry
         elif not block:
             raise queue.Full
         wait = _wait_time(block, timeout)
         self._handle()
-        try:
-            if head is None:
-                _sliced(_fast.raw_put, wait, self._id, data)
-            else:
-                _sliced(_fast.raw_put_pair, wait, self._id, head, data)
-        except _NativeError as e:
-            raise self._error(e, head is not None) from None
+        if head is None:
+            done = _waited(_fast.put, 0, wait, self._cid, 0, b"", len(data), data)
+        else:
+            done = _waited(_fast.put, 0, wait, self._cid, 1, head, len(data), data)
+        if done < 0:
+            self._fast_failed(head is not None, retry=False)
+        if done == 0:
+            raise queue.Full
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Take one item; wait for one as queue.Queue.get does (raises queue.Empty).
@@ -425,20 +438,17 @@ class SageQueue(QueueConveniences):
         if t.busy:
             return self._get_copied(block, timeout)
         # One direct native call that copies a message into this thread's view buffer without
-        # waiting; waiting is _wait_view.
+        # waiting; waiting is _wait_take.
         if timeout is not None:
             _check_timeout(block, timeout)
-        st = t.status
-        st.code = 0  # nothing an interrupted call left behind may pass for this call's
         try:
-            n = _TRY_GET_VIEW(self._cid, t.address)
-            if st.code:
-                self._fast_failed(st)  # returns only after a fork: retry
-                n = self._wait_view(block, timeout)
-            elif n == _NOTHING:
-                if not block:
+            n = _TRY_TAKE(self._cid, _ST)
+            if n >= _FAILED:
+                if n == _FAILED:
+                    self._fast_failed()  # returns only after a fork: retry
+                elif not block:
                     raise queue.Empty
-                n = self._wait_view(block, timeout)
+                n = self._wait_take(block, timeout)
             mv = t.view if n <= t.view_capacity else _fast.view(n)
         except BaseException:
             _fast.discard(t)
@@ -457,33 +467,37 @@ class SageQueue(QueueConveniences):
         finally:
             t.busy = False
 
-    def _wait_view(self, block: bool, timeout: Optional[float]) -> int:
-        """Wait in slices for a message and copy it into this thread's view buffer."""
+    def _wait_take(self, block: bool, timeout: Optional[float]) -> int:
+        """Wait in slices for a message and copy it into this thread's view buffer; its
+        length, or queue.Empty when the time is up."""
         wait = _wait_time(block, timeout)
         self._handle()
-        try:
-            return _sliced(_fast.raw_get_view, wait, self._id)
-        except _NativeError as e:
-            raise self._error(e) from None
+        n = _waited(_fast.take, _NOTHING, wait, self._cid)
+        if n == _FAILED:
+            self._fast_failed(retry=False)
+        if n == _NOTHING:
+            raise queue.Empty
+        return n
 
     def _get_copied(self, block: bool, timeout: Optional[float]) -> Any:
-        """get() without this thread's view buffer: the message comes back as bytes."""
+        """get() without this thread's view buffer (the generated method, which returns the
+        message as bytes), for a get made while an item loads from that buffer."""
         wait = _wait_time(block, timeout)
-        self._handle()
+        native = self._handle()
         try:
-            data = _sliced(_native.raw_get, wait, self._id)
+            data = _sliced(native.get, wait)
         except _NativeError as e:
             raise self._error(e) from None
         return self._decode(data)
 
-    def _fast_failed(self, st: Any, tagged: bool = False) -> None:
-        """Raise the error a direct native call left in ``st`` as this handle's exception;
-        but in a forked child whose handle is still the parent's (the call failed with
-        Closed), re-attach and return, and the caller retries on the slow path."""
+    def _fast_failed(self, tagged: bool = False, retry: bool = True) -> None:
+        """Raise the error of this thread's last FAILED message call as this handle's
+        exception; but in a forked child whose handle is still the parent's (the call failed
+        with Closed), re-attach and return when ``retry``, and the caller tries again."""
         try:
-            _fast.raise_status(st)
+            _fast.raise_failure()
         except _NativeError as e:
-            if self._forked_from is not None and isinstance(e, _QE.Closed):
+            if retry and self._forked_from is not None and isinstance(e, _QE.Closed):
                 self._handle()
                 return
             raise self._error(e, tagged) from None
@@ -528,12 +542,13 @@ class SageQueue(QueueConveniences):
         deadline = None if wait is None else time.monotonic() + wait
         done = 0
         while True:
-            try:
-                done += _fast.raw_put_many(self._id, lengths[done:].tobytes(), body, step)
-            except _QE.Full:
-                pass
-            except _NativeError as e:
-                raise self._error(e) from None
+            head = lengths[done:].tobytes()
+            put = _fast.put_batch(
+                self._cid, len(head), head, len(body), body, _fast.seconds(step), _ST
+            )
+            if put < 0:
+                self._fast_failed(retry=False)
+            done += put
             if done >= total:
                 return total
             if deadline is not None:
@@ -541,7 +556,8 @@ class SageQueue(QueueConveniences):
                 if remaining <= 0:
                     raise BatchFull(done, total)
                 step = min(remaining, _SLICE)
-            body = b"".join(payloads[done:])
+            if put:
+                body = b"".join(payloads[done:])
 
     def _encode_many(self, items: Iterable[Any]) -> List[bytes]:
         """Serialize every item (bytes items tagged under pickle); errors as encode's."""
@@ -593,26 +609,25 @@ class SageQueue(QueueConveniences):
         items = min(max_messages_to_get, _U32_MAX)
         t = _LOCAL.t
         if t.busy:
-            # Called while an item loads from this thread's view buffer: leave the buffer be.
+            # Called while an item loads from this thread's view buffer: leave the buffer be
+            # (the generated method returns the batch in a new buffer).
             try:
-                frames = _sliced(native.get_batch, wait, items, max_bytes)
+                batch = memoryview(_sliced(native.get_batch, wait, items, max_bytes))
             except _NativeError as e:
                 raise self._error(e) from None
-            return self._decode_all(_split_frames(frames))
+            return self._decode_all(_table_payloads(batch, _table_lengths(batch)))
         try:
-            n = _sliced(_fast.raw_get_many_view, wait, self._id, items, max_bytes)
+            n = _waited(_fast.take_batch, _NOTHING, wait, self._cid, _fast.u32(items),
+                        _fast.u64(max_bytes))  # fmt: skip
+            if n == _FAILED:
+                self._fast_failed(retry=False)
+            if n == _NOTHING:
+                raise queue.Empty
             mv = _fast.view(n)[:n]
-        except _NativeError as e:
-            raise self._error(e) from None
         except BaseException:
             _fast.discard(t)
             raise
-        # The view: payloads, then their u32 lengths, then the u32 count.
-        count = int.from_bytes(mv[n - 4 :], "little")
-        lengths = array.array("I")
-        lengths.frombytes(mv[n - 4 - 4 * count : n - 4])
-        if sys.byteorder != "little":
-            lengths.byteswap()
+        lengths = _table_lengths(mv)
         try:
             t.busy = True  # items load in place: a get inside a load must leave the buffer be
             if self._tag_bytes:

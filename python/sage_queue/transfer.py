@@ -1,24 +1,21 @@
 """Whole batches between a queue and one bytes object, for the bridges of sage_queue.remote.
 
-A batch travels in the table layout of the native batch calls: the payloads one after the
-other, then one u32 little-endian length per message, then the u32 count. One native call
-takes a batch into that layout (``take_batch``) and one puts it (``put_batch``), so a bridge
-or gateway moves a batch of any size with no per-message work in Python, and Ray carries it
-as a single bytes object. The messages are the queue's bytes as they are (already
+A batch travels in the one batch format of the native message path (the table): the payloads
+one after the other, then one u32 little-endian length per message, then the u32 count. One
+native call takes a batch into that layout (``take_batch``) and one puts it (``put_batch``),
+so a bridge or gateway moves a batch of any size with no per-message work in Python, and Ray
+carries it as a single bytes object. The messages are the queue's bytes as they are (already
 serialized by whoever put them), so the layout is the same for every serializer.
 """
 
 import array
 import sys
 import time
-from typing import Any
 
 from . import _fastpath as _fast
-from . import _native
 from .queue import SageQueue
 
 EMPTY_BATCH = (0).to_bytes(4, "little")
-_QE: Any = _native.QueueError  # the generated error class and its variants
 # Longest single native wait, so that a removed queue or a stop is noticed.
 _SLICE = 0.05
 
@@ -36,15 +33,14 @@ def take_batch(q: SageQueue, max_items: int, max_bytes: int, wait: float) -> byt
     q._handle()
     while True:
         step = max(0.0, min(_SLICE, deadline - time.monotonic()))
-        try:
-            n = _fast.raw_get_many_view(q._id, max_items, max_bytes, step)
-        except _QE.Empty:
-            if time.monotonic() >= deadline:
-                return EMPTY_BATCH
-            continue
-        except _QE as e:
-            raise q._error(e) from None
-        return bytes(_fast.view(n)[:n])
+        n = _fast.take_batch(q._cid, _fast.u32(max_items), _fast.u64(max_bytes),
+                             _fast.seconds(step), _fast.STATUS)  # fmt: skip
+        if n == _fast.FAILED:
+            q._fast_failed(retry=False)
+        if n != _fast.NOTHING:
+            return bytes(_fast.view(n)[:n])
+        if time.monotonic() >= deadline:
+            return EMPTY_BATCH
 
 
 def put_batch(q: SageQueue, batch: bytes) -> int:
@@ -59,12 +55,11 @@ def put_batch(q: SageQueue, batch: bytes) -> int:
     q._handle()
     done = 0
     while True:
-        try:
-            done += _fast.raw_put_many(q._id, lengths, payloads, _SLICE)
-        except _QE.Full:
-            pass
-        except _QE as e:
-            raise q._error(e) from None
+        put = _fast.put_batch(q._cid, len(lengths), lengths, len(payloads), payloads,
+                              _fast.seconds(_SLICE), _fast.STATUS)  # fmt: skip
+        if put < 0:
+            q._fast_failed(retry=False)
+        done += put
         if done >= count:
             return count
         if done:  # part of it went in: the rest starts after the messages put

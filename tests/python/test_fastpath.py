@@ -1,12 +1,19 @@
-"""The hot path binds the generated module's raw_* entry points with its own ctypes argument
-lists; these tests pin that to the generated code, so a UniFFI upgrade that changes it fails
-here loudly instead of misbehaving."""
+"""The hot path binds the message path of the UDL (the msg_* entry points) with its own ctypes
+argument lists; these tests pin that to the generated code, so a UniFFI upgrade that changes it
+fails here loudly instead of misbehaving, and check the family's conventions: results by
+value, failures raised by msg_error() from the calling thread's slot, the shared call status
+never written."""
 
+import ctypes
 import queue
+import threading
 
 import pytest
 from sage_queue import SageQueue, _fastpath
 from sage_queue._native import sage_queue as gen
+
+F = _fastpath
+ST = F.STATUS
 
 
 def test_pinned_to_generated_code():
@@ -22,7 +29,7 @@ def test_a_mismatched_pin_fails_the_import_loudly():
     code = (
         "import ctypes, importlib, sys\n"
         "from sage_queue._native import sage_queue as gen\n"
-        "gen._UniffiLib.uniffi_sage_queue_fn_func_raw_put.argtypes = (ctypes.c_int,)\n"
+        "gen._UniffiLib.uniffi_sage_queue_fn_func_msg_put.argtypes = (ctypes.c_int,)\n"
         "del sys.modules['sage_queue._fastpath']  # as a fresh import would find it\n"
         "try:\n"
         "    importlib.import_module('sage_queue._fastpath')\n"
@@ -31,7 +38,15 @@ def test_a_mismatched_pin_fails_the_import_loudly():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("PinMismatch"), out.stdout + out.stderr
-    assert "raw_put" in out.stdout
+    assert "msg_put" in out.stdout
+
+
+def _put(qid, body, head=b"", timeout=0.0):
+    return F.put(ctypes.c_uint64(qid), len(head), head, len(body), body, F.seconds(timeout), ST)
+
+
+def _take(qid, timeout=0.0):
+    return F.take(ctypes.c_uint64(qid), F.seconds(timeout), ST)
 
 
 def test_fast_and_generated_calls_agree(make_queue):
@@ -39,42 +54,80 @@ def test_fast_and_generated_calls_agree(make_queue):
     qid = q._id
     payloads = [b"", b"\0", b"a\0b\0", bytes(range(256)) * 10]
     for p in payloads:
-        _fastpath.raw_put(qid, p, 0.0)
+        assert _put(qid, p) == 1
     for p in payloads:
         assert q.get_nowait() == p
     for p in payloads:
-        gen.raw_put(qid, p, 0.0)
+        assert gen.msg_put(qid, b"", p, 0.0) == 1
     for p in payloads:
-        assert q.get_nowait() == p
+        n = gen.msg_take(qid, 0.0)
+        assert F.view(n)[:n].tobytes() == p
+    assert gen.msg_take(qid, 0.0) == F.NOTHING
 
 
-def test_fast_errors_are_generated_exceptions(make_queue):
+def test_failures_are_raised_by_msg_error_and_never_touch_the_status(make_queue):
     q = make_queue(maxsize=4096, serializer="raw")
-    with pytest.raises(gen.QueueError.Empty):
-        _fastpath.raw_get_view(q._id, 0.0)
+    assert _take(q._id) == F.NOTHING  # empty: a value, not an error
+    assert _put(q._id, b"x" * 5000) == -1
     with pytest.raises(gen.QueueError.TooLarge):
-        _fastpath.raw_put(q._id, b"x" * 5000, 0.0)
-    # The status was reset: the next call succeeds.
-    _fastpath.raw_put(q._id, b"ok", 0.0)
-    assert q.get_nowait() == b"ok"
+        F.raise_failure()
+    gen.msg_error()  # raised once, then forgotten: nothing left
+    assert _put(2**63, b"x") == -1
     with pytest.raises(gen.QueueError.Closed):
-        _fastpath.raw_put(2**63, b"x", 0.0)
-    with pytest.raises(queue.Empty):
-        q.get(timeout=0.01)
+        F.raise_failure()
+    assert _take(2**63) == F.FAILED
+    with pytest.raises(gen.QueueError.Closed):
+        F.raise_failure()
+    # A malformed batch is refused whole and puts nothing.
+    lengths = (5).to_bytes(4, "little")
+    assert F.put_batch(q._cid, 4, lengths, 3, b"abc", F.ZERO, ST) == -1
+    with pytest.raises(gen.QueueError.InvalidArgument):
+        F.raise_failure()
+    assert q.qsize() == 0
+    # NaN is refused (a timeout must be a number).
+    assert _put(q._id, b"x", timeout=float("nan")) == -1
+    with pytest.raises(gen.QueueError.InvalidArgument):
+        F.raise_failure()
+    assert F._STATUS_BLOCK.code == 0  # the shared status was never written
+    _put(q._id, b"ok")
+    assert q.get_nowait() == b"ok"
+
+
+def test_a_failure_stays_with_its_thread(make_queue):
+    """The error slot is per thread: another thread's failure is not raised here."""
+    q = make_queue(maxsize=4096, serializer="raw")
+    assert _put(q._id, b"x" * 5000) == -1  # this thread: TooLarge waiting
+    seen = []
+
+    def other():
+        assert _put(2**63, b"x") == -1
+        try:
+            F.raise_failure()
+        except gen.QueueError.Closed:
+            seen.append("closed")
+
+    th = threading.Thread(target=other)
+    th.start()
+    th.join()
+    assert seen == ["closed"]
+    with pytest.raises(gen.QueueError.TooLarge):
+        F.raise_failure()
 
 
 def test_first_attempts_report_not_now_without_an_error(make_queue):
     q = make_queue(maxsize=4096, serializer="raw")
-    assert gen.raw_try_get_view(q._id) == _fastpath.NOTHING
-    assert gen.raw_try_put_pair(q._id, b"h", b"x" * 3000)
-    assert not gen.raw_try_put_pair(q._id, b"", b"y" * 3000)  # no room now: False, not Full
+    assert gen.msg_try_take(q._id) == F.NOTHING
+    assert gen.msg_try_put(q._id, b"h", b"x" * 3000) == 1
+    assert gen.msg_try_put(q._id, b"", b"y" * 3000) == 0  # no room now: 0, not an error
+    assert gen.msg_try_put(q._id, b"", b"z" * 5000) == -1
     with pytest.raises(gen.QueueError.TooLarge):
-        gen.raw_try_put_pair(q._id, b"", b"z" * 5000)
-    assert gen.raw_try_get_view(q._id) == 3001
-    assert _fastpath.view(3001)[:3001].tobytes() == b"h" + b"x" * 3000
-    assert gen.raw_try_get_view(q._id) == _fastpath.NOTHING
+        gen.msg_error()
+    assert gen.msg_try_take(q._id) == 3001
+    assert F.view(3001)[:3001].tobytes() == b"h" + b"x" * 3000
+    assert gen.msg_try_take(q._id) == F.NOTHING
+    assert gen.msg_try_take(2**63) == F.FAILED
     with pytest.raises(gen.QueueError.Closed):
-        gen.raw_try_get_view(2**63)
+        gen.msg_error()
     # Through the shim: a non-blocking call on a full/empty queue raises queue.Full/Empty, a
     # blocking one waits for its timeout.
     q.put(b"a" * 4000)
@@ -85,6 +138,22 @@ def test_first_attempts_report_not_now_without_an_error(make_queue):
     assert q.get_nowait() == b"a" * 4000
     with pytest.raises(queue.Empty):
         q.get_nowait()
+
+
+def test_one_batch_format_both_ways(make_queue):
+    """The generated batch methods and the message path share the table format."""
+    q = make_queue(maxsize=1 << 16, serializer="raw")
+    msgs = [b"", b"a", b"bc" * 100]
+    lengths = b"".join(len(m).to_bytes(4, "little") for m in msgs)
+    native = q._handle()
+    assert native.put_batch(lengths, b"".join(msgs), 0.0) == 3
+    n = F.take_batch(q._cid, F.u32(10), F.u64(1 << 20), F.ZERO, ST)
+    taken = F.view(n)[:n].tobytes()
+    assert taken == b"".join(msgs) + lengths + (3).to_bytes(4, "little")
+    assert F.put_batch(q._cid, len(lengths), lengths, len(taken) - 16, taken, F.ZERO, ST) == 3
+    assert native.get_batch(10, 1 << 20, 0.0) == taken
+    with pytest.raises(gen.QueueError.Empty):
+        native.get_batch(10, 1 << 20, 0.0)
 
 
 def test_batches_through_fast_path(make_queue):

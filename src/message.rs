@@ -1,0 +1,119 @@
+//! The message path of the UDL: the one family of calls every language moves messages
+//! through, addressed by a handle's id (registry.rs).
+//!
+//! The calls report by value: "nothing before the timeout" is a value (0 or NOTHING), and a
+//! failure returns FAILED and leaves its typed error in a slot of the calling thread, which
+//! `msg_error` raises. Nothing is ever written to the UniFFI call status (a panic is caught
+//! here and becomes an error too), so a binding may share one status between threads and
+//! needs no per-call status check. Taken messages are copied into the calling thread's view
+//! buffer, whose address a binding reads again only when it grows.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::{QueueError, Result};
+use crate::registry::lookup;
+
+/// msg_take / msg_take_batch: nothing came before the timeout.
+pub const NOTHING: u64 = u64::MAX;
+/// msg_take / msg_take_batch: the call failed; msg_error raises why.
+pub const FAILED: u64 = u64::MAX - 1;
+
+thread_local! {
+    /// The calling thread's copy-out buffer for taken messages.
+    static VIEW: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64 << 10));
+    /// The error of the calling thread's last failed message call.
+    static LAST_ERROR: RefCell<Option<QueueError>> = const { RefCell::new(None) };
+}
+
+/// Run `f`; a panic becomes an error (nothing may unwind into the foreign caller's status).
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(QueueError::Io {
+            reason: format!("internal error (a bug in sage-queue): {what}"),
+        })
+    })
+}
+
+/// Keep `e` for msg_error and return `failed`.
+fn fail<T>(e: QueueError, failed: T) -> T {
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(e));
+    failed
+}
+
+/// Clear the view, fill it, and return its length.
+fn into_view(fill: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<u64> {
+    VIEW.with(|v| {
+        let mut v = v.borrow_mut();
+        v.clear();
+        fill(&mut v)?;
+        Ok(v.len() as u64)
+    })
+}
+
+/// A take's outcome as a value: the view's length, NOTHING, or FAILED.
+fn taken(res: Result<u64>) -> u64 {
+    match res {
+        Ok(n) => n,
+        Err(QueueError::Empty) => NOTHING,
+        Err(e) => fail(e, FAILED),
+    }
+}
+
+pub fn msg_put(id: u64, head: &[u8], body: &[u8], timeout: f64) -> i8 {
+    match guarded(|| lookup(id)?.put_pair(head, body, timeout)) {
+        Ok(()) => 1,
+        Err(QueueError::Full) => 0,
+        Err(e) => fail(e, -1),
+    }
+}
+
+pub fn msg_try_put(id: u64, head: &[u8], body: &[u8]) -> i8 {
+    msg_put(id, head, body, 0.0)
+}
+
+pub fn msg_take(id: u64, timeout: f64) -> u64 {
+    taken(guarded(|| {
+        let q = lookup(id)?;
+        into_view(|v| q.get_into(v, timeout))
+    }))
+}
+
+pub fn msg_try_take(id: u64) -> u64 {
+    msg_take(id, 0.0)
+}
+
+pub fn msg_put_batch(id: u64, lengths: &[u8], payloads: &[u8], timeout: f64) -> i64 {
+    match guarded(|| lookup(id)?.put_batch(lengths, payloads, timeout)) {
+        Ok(n) => i64::from(n),
+        Err(QueueError::Full) => 0,
+        Err(e) => fail(e, -1),
+    }
+}
+
+pub fn msg_take_batch(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> u64 {
+    taken(guarded(|| {
+        let q = lookup(id)?;
+        into_view(|v| q.get_batch_into(v, max_items, max_bytes, timeout))
+    }))
+}
+
+pub fn msg_view_address() -> u64 {
+    VIEW.with(|v| v.borrow().as_ptr() as u64)
+}
+
+pub fn msg_view_capacity() -> u64 {
+    VIEW.with(|v| v.borrow().capacity() as u64)
+}
+
+pub fn msg_error() -> Result<()> {
+    match LAST_ERROR.with(|slot| slot.borrow_mut().take()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
