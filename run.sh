@@ -51,7 +51,7 @@ test_all() {
     "$PY" -m pytest tests/torture -q
     step "Kotlin: package (bindings/kotlin/build.sh) and tests"
     bash tests/kotlin/run.sh
-    step "Swift: package (bindings/swift/build.sh, Swift 6 in a Debian trixie root) and tests"
+    step "Swift: the SwiftPM package in bindings/swift (swift build, then swift test; Swift 6 in a Debian trixie root)"
     bash tests/swift/run.sh
     step "Interop: Python, Kotlin and Swift processes on the same queues"
     PYTHON="$PY" bash tests/interop/run.sh

@@ -1,67 +1,50 @@
 #!/usr/bin/env bash
-# Build the Swift package: the module SageQueueFFI as a library, in bindings/swift/build/
+# Build the Swift package (bindings/swift/Package.swift) inside the Swift root:
 #
 #   bash bindings/swift/build.sh
 #
-# Builds the release Rust library, generates the Swift bindings with the crate's own
-# uniffi-bindgen (SageQueueFFI.swift, plus the C header and modulemap of the low-level module
-# SageQueueFFIRaw), and compiles them with the hand-written conveniences (Sources/) into
-# libSageQueueFFI.so + SageQueueFFI.swiftmodule, linked to libsage_queue.so.
+# 1. cargo build --release: target/release/libsage_queue.so and the crate's uniffi-bindgen;
+# 2. generate the Swift bindings from the library (never committed; a file is rewritten only
+#    when its text changed, so swift build recompiles only what changed):
+#      Sources/SageQueueFFIRaw/sage_queueFFI.h, module.modulemap     (module SageQueueFFIRaw)
+#      Sources/SageQueueFFI/Generated/SageQueueFFI.swift             (module SageQueueFFI)
+# 3. swift build -c release --build-tests in bindings/swift, in the root: the module
+#    SageQueueFFI, the interop peer, the benchmark and the tests, in bindings/swift/.build/release
+#    (with the tests, so that `swift test -c release --skip-build` rebuilds nothing: swift test
+#    and a plain swift build -c release build the module with different flags).
 #
-# The compiler is Debian trixie's swiftlang in a root kept in .cache/swift (see root.sh; made
-# on first use, ~3 min). The build happens in the root's /work/sage-queue; the results are
-# copied to bindings/swift/build/lib (never committed):
-#   lib/libSageQueueFFI.so lib/libsage_queue.so lib/SageQueueFFI.swiftmodule ...
-#   gen/sage_queueFFI.h gen/sage_queueFFI.modulemap gen/SageQueueFFI.swift
-# To use them: swiftc app.swift -I lib -L lib -lSageQueueFFI -lsage_queue \
-#   -Xcc -fmodule-map-file=gen/sage_queueFFI.modulemap
+# The compiler is Debian trixie's swiftlang (Swift 6) in a root kept in .cache/swift (see
+# root.sh; made on first use, ~3 min), which sees this repository at its own path. After this,
+# `swift build` and `swift test` work in the package: bash bindings/swift/root.sh run -C
+# bindings/swift swift test (tests/swift/run.sh runs the tests).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-here=bindings/swift
-out=$here/build
-rootsh="bash $here/root.sh"
+pkg=bindings/swift
+rootsh="bash $pkg/root.sh"
 
 say() { printf '[swift] %s\n' "$*" >&2; }
 
 $rootsh ensure
-root=$($rootsh path)
 
 # ---- native library and generated sources ----
 
 cargo build --release --lib --bin uniffi-bindgen
-lib=target/release/libsage_queue.so
-rm -rf "$out/gen"
-mkdir -p "$out/gen" "$out/lib"
+gen=$(mktemp -d)
+trap 'rm -rf "$gen"' EXIT
 # uniffi-bindgen runs `cargo metadata`, so it runs from the crate root.
-target/release/uniffi-bindgen generate --library "$lib" --language swift \
-    --out-dir "$out/gen" --no-format >/dev/null
+target/release/uniffi-bindgen generate --library target/release/libsage_queue.so --language swift \
+    --out-dir "$gen" --no-format >/dev/null
+place() {
+    mkdir -p "$(dirname "$2")"
+    cmp -s "$1" "$2" || cp "$1" "$2"
+}
+place "$gen/sage_queueFFI.h" "$pkg/Sources/SageQueueFFIRaw/sage_queueFFI.h"
+place "$gen/sage_queueFFI.modulemap" "$pkg/Sources/SageQueueFFIRaw/module.modulemap"
+place "$gen/SageQueueFFI.swift" "$pkg/Sources/SageQueueFFI/Generated/SageQueueFFI.swift"
 
-# ---- copy into the root and compile there (skipped when nothing changed) ----
+# ---- the package ----
 
-work=$root/work/sage-queue
-mkdir -p "$work/gen" "$work/src" "$work/lib"
-rm -f "$work/gen"/* "$work/src"/*
-cp "$out/gen"/* "$work/gen/"
-cp "$here/Sources"/*.swift "$work/src/"
-cp "$lib" "$work/lib/libsage_queue.so"
-stamp=$(cat "$out/gen"/* "$here/Sources"/*.swift | sha256sum | cut -c1-16)
-if [ "$(cat "$work/lib/module.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$work/lib/libSageQueueFFI.so" ]; then
-    say "compiling the SageQueueFFI module"
-    mapfile -t sources < <(cd "$here/Sources" && printf 'src/%s\n' *.swift)
-    rm -f "$work/lib/module.stamp"
-    # -Xcc -fmodule-map-file: the low-level C module (SageQueueFFIRaw) of the generated code.
-    # rpath $ORIGIN: libSageQueueFFI.so finds libsage_queue.so beside it.
-    # shellcheck disable=SC2016
-    $rootsh run swiftc -emit-library -emit-module -parse-as-library -O \
-        -module-name SageQueueFFI -Xcc -fmodule-map-file=gen/sage_queueFFI.modulemap -I gen \
-        gen/SageQueueFFI.swift "${sources[@]}" \
-        -L lib -lsage_queue -Xlinker -rpath -Xlinker '$ORIGIN' \
-        -o lib/libSageQueueFFI.so -emit-module-path lib/SageQueueFFI.swiftmodule
-    echo "$stamp" >"$work/lib/module.stamp"
-else
-    say "sources unchanged: reusing the compiled module"
-fi
-rm -rf "${out:?}/lib"
-cp -r "$work/lib" "$out/lib"
-rm -f "$out/lib/module.stamp"
-say "built $out/lib/libSageQueueFFI.so (module SageQueueFFI; headers and modulemap in $out/gen)"
+# What earlier versions of this script left in the root (a module built by hand) goes.
+rm -rf "$($rootsh path)/work/sage-queue/"{gen,lib,src,tests,bin/sage-queue-tests,bin/tests.stamp}
+say "swift build -c release --build-tests (in the root)"
+$rootsh run -C "$pkg" swift build -c release --build-tests

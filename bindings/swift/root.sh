@@ -5,19 +5,23 @@
 #   bash bindings/swift/root.sh ensure          make the root unless it is there (~3 min, 3.2 GB)
 #   bash bindings/swift/root.sh path            print the root's path
 #   bash bindings/swift/root.sh run CMD ARGS..  run CMD inside the root, in /work/sage-queue
+#   bash bindings/swift/root.sh run -C DIR CMD  the same, in DIR (a folder of this repository)
 #   bash bindings/swift/root.sh delete          remove the root
 #
-# `run` mounts /proc (swiftc needs it to find its libraries) and binds the queue folder
-# ($SAGE_QUEUE_DIR, else /dev/shm) at the same path inside, so processes inside and outside
-# share queues (the user must be the same: segment files are named sq-<uid>-<name>). The
-# mounts are made in a private mount namespace (unshare) where one can be had, and are always
-# unmounted when CMD ends (trap). SAGE_QUEUE_DIR is passed into the root; nothing else is.
+# `run` mounts /proc (swiftc needs it to find its libraries), binds this repository at its own
+# path inside (so a path in it means the same file inside and out: the Swift package in
+# bindings/swift links the Rust library in target/release by its absolute path), and binds the
+# queue folder ($SAGE_QUEUE_DIR, else /dev/shm) at the same path inside, so processes inside
+# and outside share queues (the user must be the same: segment files are named
+# sq-<uid>-<name>). The mounts are made in a private mount namespace (unshare) where one can be
+# had, and are always unmounted when CMD ends (trap). SAGE_QUEUE_DIR is passed into the root;
+# nothing else is. /work/sage-queue is the root's own folder (bin/ holds the interop peer).
 #
 # The Debian mirror is read at run time from this machine's apt sources (DEBIAN_MIRROR
 # overrides) and is not kept: the root's apt sources and lists are removed after the install.
 set -euo pipefail
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
-repo=$(cd "$(dirname "$0")/../.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd -P)
 ROOT=${SAGE_SWIFT_ROOT:-$repo/.cache/swift/trixie}
 SUITE=trixie
 PACKAGES="swiftlang libc6-dev"
@@ -82,8 +86,8 @@ cleanup() {
     mounted=()
 }
 inner() {
-    local root=$1
-    shift
+    local root=$1 cwd=$2
+    shift 2
     local dir
     trap cleanup EXIT
     trap 'exit 130' INT TERM HUP
@@ -99,22 +103,35 @@ inner() {
             mounted+=("$root$dir")
         fi
     fi
+    # The repository at its own path (not recursive: the root inside it shows as a plain folder).
+    mkdir -p "$root$repo"
+    if ! mountpoint -q "$root$repo"; then
+        mount --bind "$repo" "$root$repo"
+        mounted+=("$root$repo")
+    fi
     mkdir -p "$root/work/sage-queue"
     local status=0
-    chroot "$root" /usr/bin/env -i -C /work/sage-queue \
+    chroot "$root" /usr/bin/env -i -C "$cwd" \
         PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 TMPDIR=/tmp \
         ${SAGE_QUEUE_DIR:+SAGE_QUEUE_DIR=$SAGE_QUEUE_DIR} "$@" || status=$?
     return $status
 }
 
+# run_in ROOT [-C DIR] CMD...: DIR must be in this repository (it is mounted at its own path).
 run_in() {
-    local root=$1
+    local root=$1 cwd=/work/sage-queue
     shift
+    if [ "${1:-}" = -C ]; then
+        [ $# -ge 3 ] || die "usage: run -C DIR CMD ARGS.."
+        cwd=$(cd "$2" && pwd -P) || die "no folder $2"
+        case "$cwd/" in "$repo"/*) ;; *) die "-C $2: not a folder of $repo" ;; esac
+        shift 2
+    fi
     [ "$(id -u)" = 0 ] || die "the Swift root needs root (mount, chroot)"
     if unshare --mount --propagation private true 2>/dev/null; then
-        unshare --mount --propagation private bash "$self" __inner "$root" "$@"
+        unshare --mount --propagation private bash "$self" __inner "$root" "$cwd" "$@"
     else
-        bash "$self" __inner "$root" "$@"
+        bash "$self" __inner "$root" "$cwd" "$@"
     fi
 }
 
@@ -158,5 +175,5 @@ case "${1:-}" in
     delete)
         [ -z "$(mounts_under "$ROOT")" ] || die "something is mounted under $ROOT; unmount it first"
         rm -rf --one-file-system "$ROOT" "$ROOT.tmp" ;;
-    *) echo "usage: $0 ensure|path|run CMD...|delete" >&2; exit 2 ;;
+    *) echo "usage: $0 ensure|path|run [-C DIR] CMD...|delete" >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 // The Swift peer of the interop test (tests/interop/run.py): the same roles and messages as
-// peer.py (see there). Runs inside the Swift root (bindings/swift/root.sh).
+// peer.py (see there). Built as the executable sage-queue-interop-peer of the Swift package
+// (bindings/swift/Package.swift); runs inside the Swift root (bindings/swift/root.sh).
 import Foundation
 import SageQueueFFI
 
@@ -55,7 +56,7 @@ func checkTagged(_ m: Data) -> (Int, Int)? {
     }
 }
 
-func produce(_ q: SageQueue, _ producer: Int, _ count: Int, _ sizes: String) throws -> String {
+func produce(_ q: Queue, _ producer: Int, _ count: Int, _ sizes: String) throws -> String {
     var seq = 0, chunk = 0, bytes = 0
     while seq < count {
         let k = min(1 + chunk % 17, count - seq)
@@ -73,7 +74,7 @@ func produce(_ q: SageQueue, _ producer: Int, _ count: Int, _ sizes: String) thr
     return "{\"count\": \(seq), \"bytes\": \(bytes)}"
 }
 
-func consume(_ q: SageQueue, _ producer: Int, _ count: Int, _ sizes: String) throws -> String {
+func consume(_ q: Queue, _ producer: Int, _ count: Int, _ sizes: String) throws -> String {
     var got = 0, bytes = 0, chunk = 0
     var bad: [Int] = []
     while got < count {
@@ -95,7 +96,7 @@ func consume(_ q: SageQueue, _ producer: Int, _ count: Int, _ sizes: String) thr
     return "{\"count\": \(got), \"bytes\": \(bytes), \"bad\": \(bad)}"
 }
 
-func drain(_ q: SageQueue) throws -> String {
+func drain(_ q: Queue) throws -> String {
     var tags: [UInt64] = []
     var bytes = 0, bad = 0, chunk = 0
     while true {
@@ -116,7 +117,7 @@ func drain(_ q: SageQueue) throws -> String {
     }
 }
 
-func statsOf(_ q: SageQueue) throws -> String {
+func statsOf(_ q: Queue) throws -> String {
     let s = try q.stats()
     func str(_ v: String) -> String {
         "\"" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
@@ -128,7 +129,7 @@ func statsOf(_ q: SageQueue) throws -> String {
         + "\"creator_pid\": \(s.creatorPid), \"qsize\": \(q.qsize())}"
 }
 
-func inspect(_ q: SageQueue) throws {
+func inspect(_ q: Queue) throws {
     print("ready")
     fflush(stdout)
     while let line = readLine() {
@@ -147,7 +148,7 @@ func inspect(_ q: SageQueue) throws {
 
 let args = CommandLine.arguments
 let role = args[1]
-let q = try SageQueue.open(args[2])
+let q = try Queue.open(args[2])
 var status: Int32 = 0
 do {
     switch role {

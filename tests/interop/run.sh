@@ -22,23 +22,13 @@ if [ "$(cat "$kt/interop.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -d "$kt/inter
     echo "$stamp" >"$kt/interop.stamp"
 fi
 
-# ---- Swift peer (inside the Swift root) ----
+# ---- Swift peer (the Swift package's executable, run inside the Swift root) ----
 bash bindings/swift/build.sh
-rootsh="bash bindings/swift/root.sh"
-work=$($rootsh path)/work/sage-queue
-mkdir -p "$work/interop" "$work/bin"
-cp tests/interop/peer.swift "$work/interop/"
-stamp=$(cat tests/interop/peer.swift "$work/lib/module.stamp" | sha256sum | cut -c1-16)
-if [ "$(cat "$work/bin/interop.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -x "$work/bin/sage-queue-interop-peer" ]; then
-    echo "[interop] compiling the Swift peer" >&2
-    rm -f "$work/bin/interop.stamp"
-    # shellcheck disable=SC2016  # $ORIGIN is for the linker
-    $rootsh run swiftc -O -I lib -L lib -lSageQueueFFI -lsage_queue \
-        -Xcc -fmodule-map-file=gen/sage_queueFFI.modulemap \
-        -Xlinker -rpath -Xlinker '$ORIGIN/../lib' \
-        interop/peer.swift -o bin/sage-queue-interop-peer
-    echo "$stamp" >"$work/bin/interop.stamp"
-fi
+# run.py starts it as bin/sage-queue-interop-peer in the root's /work/sage-queue; the root sees
+# this repository at its own path, so the link points at the package's build.
+swift_bin=$(bash bindings/swift/root.sh path)/work/sage-queue/bin
+mkdir -p "$swift_bin"
+ln -sfn "$(pwd -P)/bindings/swift/.build/release/sage-queue-interop-peer" "$swift_bin/sage-queue-interop-peer"
 
 # ---- Python ----
 if ! (cd / && "$PY" -c "import sage_queue") 2>/dev/null; then
