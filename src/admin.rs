@@ -8,6 +8,7 @@ use crate::attach;
 use crate::error::{QueueError, Result};
 use crate::layout;
 use crate::name;
+use crate::ring::{Me, Ring};
 use crate::segment::{self, Segment};
 use crate::wait;
 
@@ -37,6 +38,8 @@ pub struct QueueStats {
     pub pids: Vec<u32>,
     pub consumers_waiting: u32,
     pub producers_waiting: u32,
+    pub pinned: u32,
+    pub pinned_bytes: u64,
 }
 
 pub struct QueueInfo {
@@ -63,8 +66,15 @@ pub(crate) fn mark_closed(seg: &Segment) {
 
 /// The statistics record of `seg`; `pids` are the attached processes' (the caller's
 /// included), so `attached` is their number.
-pub(crate) fn stats_of(seg: &Segment, name: &str, pids: Vec<u32>) -> QueueStats {
+/// `me`: the asking handle (whose own slot a lock probe through its file cannot see), or
+/// None when reading without a handle.
+pub(crate) fn stats_of(seg: &Segment, name: &str, pids: Vec<u32>, me: Option<Me>) -> QueueStats {
     let h = seg.header();
+    let me = me.unwrap_or(Me {
+        slot: u32::MAX,
+        gen: 0,
+    });
+    let (pinned, pinned_bytes) = Ring::new(seg, me).pinned();
     let b = &h.base;
     let since =
         |now: u64, base: &std::sync::atomic::AtomicU64| now.saturating_sub(base.load(Relaxed));
@@ -97,6 +107,8 @@ pub(crate) fn stats_of(seg: &Segment, name: &str, pids: Vec<u32>) -> QueueStats 
         created_unix_ms: h.id.created_unix_ms,
         max_items: h.id.max_items,
         pids,
+        pinned,
+        pinned_bytes,
         consumers_waiting: h.data_wake.waiters.load(Relaxed),
         producers_waiting: h.space_wake.waiters.load(Relaxed),
     }
@@ -158,7 +170,7 @@ pub fn list_queues() -> Result<Vec<QueueInfo>> {
         .into_iter()
         .map(|(n, path)| match Segment::open(&path, &n, false) {
             Ok(seg) => {
-                let s = stats_of(&seg, &n, attach::other_pids(&seg.file, seg.slots()));
+                let s = stats_of(&seg, &n, attach::other_pids(&seg.file, seg.slots()), None);
                 QueueInfo {
                     name: n,
                     path: s.path,

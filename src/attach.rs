@@ -77,6 +77,8 @@ pub fn attach(file: &File, slots: &[Slot]) -> Result<(u32, u32)> {
             let gen = s.gen.load(Ordering::Relaxed).wrapping_add(1) & GEN_MASK;
             s.claim_start.store(NONE, Ordering::Relaxed);
             s.read_start.store(NONE, Ordering::Relaxed);
+            s.loan_start.store(NONE, Ordering::Relaxed);
+            s.pin_start.store(NONE, Ordering::Relaxed);
             s.pid.store(pid, Ordering::Relaxed);
             s.gen.store(gen, Ordering::Release);
             return Ok((i as u32, gen));
@@ -95,6 +97,8 @@ pub fn detach(file: &File, slots: &[Slot], slot: u32) {
     let s = &slots[slot as usize];
     s.claim_start.store(NONE, Ordering::Release);
     s.read_start.store(NONE, Ordering::Release);
+    s.loan_start.store(NONE, Ordering::Release);
+    s.pin_start.store(NONE, Ordering::Release);
     s.pid.store(0, Ordering::Release);
     let _ = set_lock(file, libc::F_UNLCK, slot as u64, 1);
 }

@@ -18,6 +18,10 @@ pub enum Step {
     /// headers), took, or is turning a dead producer's record DEAD, and has not updated the
     /// count yet.
     Counting = 5,
+    /// A producer holds an open loan (its WRITING record), before committing it.
+    Loaned = 6,
+    /// A consumer pinned a view (its record stays COMMITTED below the head), before release.
+    Pinned = 7,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -42,6 +46,8 @@ mod imp {
                 Ok("Taken") => Step::Taken as u8,
                 Ok("Releasing") => Step::Releasing as u8,
                 Ok("Counting") => Step::Counting as u8,
+                Ok("Loaned") => Step::Loaned as u8,
+                Ok("Pinned") => Step::Pinned as u8,
                 _ => 0,
             };
             STOP_AT.store(v, Relaxed);

@@ -21,8 +21,9 @@
 //! 1024    128     Item bound (used only when max_items > 0, see bound.rs): count, the bound
 //!                 lock (owner slot and generation) and its journal (kind, count before, two
 //!                 positions, a number). Zero in older segments, which are unbounded.
-//! 4096    64*1024 Attachment slots, 64 bytes each: generation, pid (read by `stats`), 8 unused bytes, and
-//!                 the slot's claim intent (producer range) and read intent (consumer range).
+//! 4096    64*1024 Attachment slots, 64 bytes each: generation, pid (read by `stats`), and
+//!                 the slot's intents: loan (an open loan's record), claim (a producer's
+//!                 range), read (a consumer's range), pin (its views' range).
 //!                 Liveness of slot i is an OFD write lock on byte i of the file, which the
 //!                 kernel drops when the process dies.
 //! 69632   cap     The ring: records at 8-byte aligned positions. Positions are u64 byte counts
@@ -46,7 +47,8 @@ pub(crate) mod sync {
 }
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SAGEQUE1");
-pub const VERSION: u32 = 1;
+/// 2: slots carry a loan intent and a pin intent (loans and views in place).
+pub const VERSION: u32 = 2;
 pub const SLOT_COUNT: usize = 1024;
 pub const SLOT_SIZE: usize = 64;
 pub const SLOTS_OFFSET: usize = 4096;
@@ -196,12 +198,17 @@ pub struct Header {
 pub struct Slot {
     pub gen: AtomicU32,
     pub pid: AtomicU32,
-    /// Unused (zero): earlier versions stored the process start time here, which nothing read.
-    pub reserved: AtomicU64,
+    /// The position of this handle's open loan (a WRITING record it will commit), or NONE.
+    pub loan_start: AtomicU64,
     pub claim_start: AtomicU64,
     pub claim_end: AtomicU64,
     pub read_start: AtomicU64,
     pub read_end: AtomicU64,
+    /// The range covering this handle's pinned views (COMMITTED records below the head that
+    /// it reads in place), or pin_start NONE. It may cover records of others too: that only
+    /// delays their recovery while this handle lives.
+    pub pin_start: AtomicU64,
+    pub pin_end: AtomicU64,
 }
 
 // loom's atomics are larger than the real ones; the model never maps a segment.

@@ -135,11 +135,13 @@ impl Shm {
             .map(|_| Slot {
                 gen: a32(1),
                 pid: a32(0),
-                reserved: a64(0),
+                loan_start: a64(NONE),
                 claim_start: a64(NONE),
                 claim_end: a64(0),
                 read_start: a64(NONE),
                 read_end: a64(0),
+                pin_start: a64(NONE),
+                pin_end: a64(0),
             })
             .collect();
         let data = (0..cap / 8).map(|_| a64(0)).collect();

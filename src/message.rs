@@ -22,6 +22,8 @@ pub const FAILED: u64 = u64::MAX - 1;
 thread_local! {
     /// The calling thread's copy-out buffer for taken messages.
     static VIEW: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64 << 10));
+    /// The address of the calling thread's last pinned view.
+    static PIN_ADDRESS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// The error of the calling thread's last failed message call.
     static LAST_ERROR: RefCell<Option<QueueError>> = const { RefCell::new(None) };
 }
@@ -101,6 +103,46 @@ pub fn msg_take_batch(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> 
         let q = lookup(id)?;
         into_view(|v| q.get_batch_into(v, max_items, max_bytes, timeout))
     }))
+}
+
+/// A call that returns 1 or FAILED (-1) as a value.
+fn done(res: Result<()>) -> i8 {
+    match res {
+        Ok(()) => 1,
+        Err(e) => fail(e, -1),
+    }
+}
+
+pub fn msg_loan(id: u64, len: u64, timeout: f64) -> u64 {
+    match guarded(|| lookup(id)?.loan(len, timeout)) {
+        Ok(address) => address,
+        Err(QueueError::Full) => NOTHING,
+        Err(e) => fail(e, FAILED),
+    }
+}
+
+pub fn msg_commit(id: u64) -> i8 {
+    done(guarded(|| lookup(id)?.commit_loan()))
+}
+
+pub fn msg_abort(id: u64) -> i8 {
+    done(guarded(|| lookup(id)?.abort_loan()))
+}
+
+pub fn msg_pin(id: u64, timeout: f64) -> u64 {
+    taken(guarded(|| {
+        let (address, len) = lookup(id)?.pin(timeout)?;
+        PIN_ADDRESS.with(|a| a.set(address));
+        Ok(len)
+    }))
+}
+
+pub fn msg_pin_address() -> u64 {
+    PIN_ADDRESS.with(|a| a.get())
+}
+
+pub fn msg_unpin(id: u64, address: u64) -> i8 {
+    done(guarded(|| lookup(id)?.unpin(address)))
 }
 
 pub fn msg_view_address() -> u64 {

@@ -46,6 +46,26 @@ pub struct SageQueue {
     /// This handle's spin budget in microseconds before a wait sleeps (its waiting policy).
     spin_micros: AtomicU32,
     local: Mutex<Local>,
+    /// This handle's open loan (position, length), if any: at most one at a time.
+    loan: Mutex<Option<(u64, u64)>>,
+    /// This handle's pinned views (position, length), in position order. Lock order: `local`
+    /// (held by a take) before `pins`.
+    pins: Mutex<Vec<(u64, u64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The most views one handle may hold pinned at once.
+pub const MAX_VIEWS: usize = 64;
+
+/// The range a slot's pin intent must cover for `pins` (in position order).
+fn pin_range(pins: &[(u64, u64)]) -> (u64, u64) {
+    match (pins.first(), pins.last()) {
+        (Some(&(first, _)), Some(&(last, len))) => (first, last + span(len)),
+        _ => (layout::NONE, 0),
+    }
 }
 
 impl SageQueue {
@@ -154,6 +174,8 @@ impl SageQueue {
                 cache: Cache::default(),
                 stuck_since: None,
             }),
+            loan: Mutex::new(None),
+            pins: Mutex::new(Vec::new()),
         }
     }
 
@@ -164,7 +186,7 @@ impl SageQueue {
     }
 
     fn local(&self) -> MutexGuard<'_, Local> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.local)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -384,6 +406,114 @@ impl SageQueue {
         Ok(out)
     }
 
+    // ---- loans and views: messages written and read in place ----
+
+    /// Claim room for one message of `len` bytes and return the address (in this process's
+    /// mapping) where the caller writes it; `commit_loan` publishes it, `abort_loan` (or a
+    /// close, or the process dying) gives the room back. One open loan per handle; not on a
+    /// queue with max_items. Until it is committed, consumers wait at it (messages put after
+    /// it are taken after it).
+    pub fn loan(&self, len: u64, timeout: Timeout) -> Result<u64> {
+        self.check_open()?;
+        if self.max_items() > 0 {
+            return Err(QueueError::invalid(
+                "loans are not available on a queue with max_items (use put)",
+            ));
+        }
+        self.check_size(len as usize)?;
+        let mut open = lock(&self.loan);
+        if open.is_some() {
+            return Err(QueueError::invalid(
+                "this handle already has an open loan: commit or abort it first \
+                 (or loan from another handle)",
+            ));
+        }
+        let h = self.seg.header();
+        let pos = self.blocking(
+            Deadline::from_secs(timeout)?,
+            &h.space_wake,
+            &h.prod.waits_full,
+            QueueError::Full,
+            |ring, cache| {
+                let mut pos = ring.loan(cache, len);
+                if pos.is_none() {
+                    ring.release();
+                    pos = ring.loan(cache, len);
+                }
+                Ok(pos)
+            },
+            |ring| ring.has_space(span(len)),
+        )?;
+        *open = Some((pos, len));
+        Ok(self.ring().payload_address(pos))
+    }
+
+    /// Publish this handle's open loan (InvalidArgument if there is none).
+    pub fn commit_loan(&self) -> Result<()> {
+        self.end_loan(true)
+    }
+
+    /// Give up this handle's open loan: nothing is published and its room is freed.
+    pub fn abort_loan(&self) -> Result<()> {
+        self.end_loan(false)
+    }
+
+    fn end_loan(&self, commit: bool) -> Result<()> {
+        let Some((pos, len)) = lock(&self.loan).take() else {
+            return Err(QueueError::invalid("this handle has no open loan"));
+        };
+        if commit {
+            self.check_open()?;
+        }
+        self.ring().end_loan(pos, len, commit);
+        Ok(())
+    }
+
+    /// Take the next message and pin it in place: (address, length) of its payload in this
+    /// process's mapping, readable until `unpin(address)`. The ring space from a pinned
+    /// message on cannot be reused until it is released; at most MAX_VIEWS per handle.
+    pub fn pin(&self, timeout: Timeout) -> Result<(u64, u64)> {
+        self.check_open()?;
+        if lock(&self.pins).len() >= MAX_VIEWS {
+            return Err(QueueError::invalid(format!(
+                "this handle holds {MAX_VIEWS} views already: release one first"
+            )));
+        }
+        let h = self.seg.header();
+        let (pos, len) = self.blocking(
+            Deadline::from_secs(timeout)?,
+            &h.data_wake,
+            &h.cons.waits_empty,
+            QueueError::Empty,
+            |ring, cache| {
+                ring.try_pin(cache, &mut |r, q, n| {
+                    let mut pins = lock(&self.pins);
+                    pins.push((q, n));
+                    r.set_pins(pin_range(&pins));
+                })
+            },
+            |ring| ring.head_ready(),
+        )?;
+        Ok((self.ring().payload_address(pos), len))
+    }
+
+    /// Release the view pinned at `address` (InvalidArgument if this handle has none there).
+    pub fn unpin(&self, address: u64) -> Result<()> {
+        let ring = self.ring();
+        let mut pins = lock(&self.pins);
+        let Some(i) = pins
+            .iter()
+            .position(|&(q, _)| ring.payload_address(q) == address)
+        else {
+            return Err(QueueError::invalid(
+                "this handle has no view at that address (released already?)",
+            ));
+        };
+        let (pos, len) = pins.remove(i);
+        ring.unpin(pos, len, pin_range(&pins));
+        Ok(())
+    }
+
     fn check_size(&self, len: usize) -> Result<()> {
         let max = self.max_message_size();
         if len as u64 > max {
@@ -464,7 +594,7 @@ impl SageQueue {
             pids.push(self.pid);
         }
         pids.sort_unstable();
-        Ok(stats_of(&self.seg, &self.name, pids))
+        Ok(stats_of(&self.seg, &self.name, pids, Some(self.me)))
     }
 
     pub fn reset_stats(&self) -> Result<()> {
@@ -562,6 +692,14 @@ impl SageQueue {
             // Its slot is past the end of a shortened file: touching it would raise SIGBUS.
             // The slot's lock goes away when the file is closed.
             return;
+        }
+        // A loan left open publishes nothing; views left pinned are released.
+        if let Some((pos, len)) = lock(&self.loan).take() {
+            self.ring().end_loan(pos, len, false);
+        }
+        let pins = std::mem::take(&mut *lock(&self.pins));
+        for (pos, len) in pins {
+            self.ring().unpin(pos, len, (layout::NONE, 0));
         }
         attach::detach(&self.seg.file, self.seg.slots(), self.me.slot);
         if self.auto_cleanup && attach::lock_table_if_unused(&self.seg.file) {

@@ -83,6 +83,14 @@ pub struct Ring<'a> {
     me: Me,
 }
 
+/// What a take does with the records it took.
+enum Finish<'s> {
+    /// Copy each out with the sink, then mark it CONSUMED.
+    Copy(&'s mut dyn FnMut(&Ring, u64, u64)),
+    /// Pin it (one record): the callback records the pin and sets the pin intent.
+    Pin(&'s mut dyn FnMut(&Ring, u64, u64)),
+}
+
 /// What a producer's claim got.
 enum Claim {
     /// `count` records starting at `pos`.
@@ -399,6 +407,46 @@ impl<'a> Ring<'a> {
         s <= free || self.releasable_at_released()
     }
 
+    // ---- loans: a record claimed now, written in place by the caller, committed later ----
+
+    /// Claim room for one message of `len` bytes and write its WRITING header; the loan's
+    /// position, recorded in this slot's loan intent until `end_loan`. None: no room now.
+    /// (Not for a queue with max_items: the bound counts a record from its claim, and an
+    /// abandoned loan would have to give that back at a place other than the head.)
+    pub fn loan(&self, cache: &mut Cache, len: u64) -> Option<u64> {
+        debug_assert_eq!(self.max_items(), 0);
+        let Claim::Got { pos, .. } = self.claim(cache, &[span(len)]) else {
+            return None;
+        };
+        self.hword(pos).store(word(len, WRITING), Release);
+        let me = self.my_slot();
+        me.loan_start.store(pos, Release);
+        me.claim_start.store(NONE, Release);
+        crate::fault::hook(crate::fault::Step::Loaned);
+        Some(pos)
+    }
+
+    /// Publish (`commit`) or give up the loan at `pos`: its record becomes COMMITTED, or
+    /// DEAD (consumers skip it, the releaser frees it), and the loan intent is cleared.
+    pub fn end_loan(&self, pos: u64, len: u64, commit: bool) {
+        let state = if commit { COMMITTED } else { DEAD };
+        self.hword(pos).store(word(len, state), SeqCst);
+        self.my_slot().loan_start.store(NONE, Release);
+        if commit {
+            self.hdr.prod.msgs_in.fetch_add(1, Relaxed);
+            self.hdr.prod.bytes_in.fetch_add(len, Relaxed);
+        }
+        fence(SeqCst);
+        wait::wake(&self.hdr.data_wake);
+    }
+
+    /// Where the payload of the record at `pos` starts in this process's mapping.
+    #[cfg(not(loom))]
+    pub fn payload_address(&self, pos: u64) -> u64 {
+        // Positions are in the ring (the record was claimed or taken by this handle).
+        self.data as u64 + (pos & self.mask) + RECORD_HEADER
+    }
+
     // ---- consumers ----
 
     /// Take up to `max_items` committed messages (payload total <= max_bytes, at least one)
@@ -409,6 +457,79 @@ impl<'a> Ring<'a> {
         max_items: usize,
         max_bytes: u64,
         sink: &mut dyn FnMut(&Ring, u64, u64),
+    ) -> Result<usize> {
+        self.take(cache, max_items, max_bytes, Finish::Copy(sink))
+    }
+
+    /// Take the next committed message and pin it: it stays COMMITTED (so nothing releases
+    /// its bytes) until `unpin`. `on_pin(ring, pos, len)` runs after the head CAS, while the
+    /// read intent still covers the record: it must record the pin and widen this slot's pin
+    /// intent over it (`set_pins`). Returns (position, length).
+    pub fn try_pin(
+        &self,
+        cache: &mut Cache,
+        on_pin: &mut dyn FnMut(&Ring, u64, u64),
+    ) -> Result<Option<(u64, u64)>> {
+        let n = self.take(cache, 1, u64::MAX, Finish::Pin(on_pin))?;
+        Ok((n == 1).then(|| cache.taking[0]))
+    }
+
+    /// Set this slot's pin intent to `range` (start NONE: no pins). Pins are added at the end
+    /// (positions grow) and removed anywhere, so storing the end before the start means a
+    /// recoverer reading start, then end, between the stores sees a range that covers every
+    /// record pinned before and after.
+    pub fn set_pins(&self, range: (u64, u64)) {
+        let me = self.my_slot();
+        if range.0 != NONE {
+            me.pin_end.store(range.1, Release);
+        }
+        me.pin_start.store(range.0, Release);
+    }
+
+    /// Release the pinned record at `pos`: it becomes CONSUMED (the releaser may free it) and
+    /// the pin intent becomes `rest`, the range of this handle's remaining pins.
+    pub fn unpin(&self, pos: u64, len: u64, rest: (u64, u64)) {
+        self.hword(pos).store(word(len, CONSUMED), SeqCst);
+        self.set_pins(rest);
+        if self.hdr.space_wake.waiters.load(SeqCst) > 0
+            || self.hdr.rel.released.load(Relaxed) == pos
+        {
+            self.release();
+        }
+    }
+
+    /// The messages pinned now by live handles, and their bytes (walking each pin range;
+    /// a snapshot for statistics).
+    pub fn pinned(&self) -> (u32, u64) {
+        let (mut count, mut bytes) = (0u32, 0u64);
+        let head = self.hdr.cons.head.load(Acquire);
+        for (i, s) in self.slots.iter().enumerate() {
+            let (start, end) = (s.pin_start.load(Acquire), s.pin_end.load(Acquire));
+            if start == NONE || !self.slot_alive(i as u32) {
+                continue;
+            }
+            let (mut p, end) = (start, end.min(head));
+            while p < end && p - start < self.cap {
+                let w = self.hword(p).load(Acquire);
+                let Ok(sp) = self.check_span(p, w, end) else {
+                    break;
+                };
+                if word_state(w) == COMMITTED {
+                    count += 1;
+                    bytes += word_len(w);
+                }
+                p += sp;
+            }
+        }
+        (count, bytes)
+    }
+
+    fn take(
+        &self,
+        cache: &mut Cache,
+        max_items: usize,
+        max_bytes: u64,
+        mut finish: Finish,
     ) -> Result<usize> {
         let me = self.my_slot();
         // A bounded queue takes under the bound lock and counts what it took (bound.rs).
@@ -526,9 +647,19 @@ impl<'a> Ring<'a> {
             // Only the COMMITTED records the scan found are ours now. The padding and dead
             // records between them are free once the head is past them: a releaser may zero
             // them and a producer reuse their place, so their headers are never read again.
-            for &(q, len) in &cache.taking {
-                sink(self, q, len);
-                self.hword(q).store(word(len, CONSUMED), SeqCst);
+            match &mut finish {
+                Finish::Copy(sink) => {
+                    for &(q, len) in &cache.taking {
+                        sink(self, q, len);
+                        self.hword(q).store(word(len, CONSUMED), SeqCst);
+                    }
+                }
+                Finish::Pin(on_pin) => {
+                    // The pin intent covers the record before the read intent goes.
+                    let (q, len) = cache.taking[0];
+                    on_pin(self, q, len);
+                    crate::fault::hook(crate::fault::Step::Pinned);
+                }
             }
             me.read_start.store(NONE, Release);
             if self.max_items() > 0 {
@@ -685,20 +816,26 @@ impl<'a> Ring<'a> {
     }
 
     /// Whether a live slot's intent overlaps [from, to) in the ring (compared by place in the
-    /// ring, not by lap, which can only make recovery wait longer, never act wrongly).
+    /// ring, not by lap, which can only make recovery wait longer, never act wrongly): the
+    /// read and pin intents when `reads`, else the claim and loan intents.
     fn live_intent(&self, from: u64, to: u64, reads: bool) -> bool {
-        self.slots.iter().enumerate().any(|(i, s)| {
-            let (start, end) = if reads {
-                (s.read_start.load(Acquire), s.read_end.load(Acquire))
-            } else {
-                (s.claim_start.load(Acquire), s.claim_end.load(Acquire))
-            };
+        let overlaps = |start: u64, end: u64| {
             if start == NONE {
                 return false;
             }
             let d = start.wrapping_sub(from) & self.mask;
-            let overlaps = d < to - from || d + end.saturating_sub(start) > self.cap;
-            overlaps && self.slot_alive(i as u32)
+            d < to - from || d + end.saturating_sub(start) > self.cap
+        };
+        self.slots.iter().enumerate().any(|(i, s)| {
+            let hit = if reads {
+                overlaps(s.read_start.load(Acquire), s.read_end.load(Acquire))
+                    || overlaps(s.pin_start.load(Acquire), s.pin_end.load(Acquire))
+            } else {
+                let loan = s.loan_start.load(Acquire);
+                overlaps(s.claim_start.load(Acquire), s.claim_end.load(Acquire))
+                    || overlaps(loan, loan.wrapping_add(RECORD_HEADER))
+            };
+            hit && self.slot_alive(i as u32)
         })
     }
 

@@ -190,6 +190,8 @@ impl Segment {
         for slot in self.slots() {
             slot.claim_start.store(layout::NONE, Ordering::Relaxed);
             slot.read_start.store(layout::NONE, Ordering::Relaxed);
+            slot.loan_start.store(layout::NONE, Ordering::Relaxed);
+            slot.pin_start.store(layout::NONE, Ordering::Relaxed);
         }
         // The magic goes last; `publish` (a link syscall) orders it before any opener's read.
         // SAFETY: as above.

@@ -57,6 +57,30 @@ _SIGNATURES = {
         (_u64, _u32, _u64, _f64, _STATUS_PTR), _u64,
         (_u64, _u32, _u64, _f64, ctypes.c_void_p), _u64,
     ),
+    "uniffi_sage_queue_fn_func_msg_loan": (
+        (_u64, _u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _u64, _f64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_msg_commit": (
+        (_u64, _STATUS_PTR), ctypes.c_int8,
+        (_u64, ctypes.c_void_p), ctypes.c_int8,
+    ),
+    "uniffi_sage_queue_fn_func_msg_abort": (
+        (_u64, _STATUS_PTR), ctypes.c_int8,
+        (_u64, ctypes.c_void_p), ctypes.c_int8,
+    ),
+    "uniffi_sage_queue_fn_func_msg_pin": (
+        (_u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _f64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_msg_pin_address": (
+        (_STATUS_PTR,), _u64,
+        (ctypes.c_void_p,), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_msg_unpin": (
+        (_u64, _u64, _STATUS_PTR), ctypes.c_int8,
+        (_u64, _u64, ctypes.c_void_p), ctypes.c_int8,
+    ),
 }  # fmt: skip
 
 _LAYOUTS = {
@@ -204,3 +228,16 @@ take_batch: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_take_batch
 # try_take(id) -> u64: length in the view, NOTHING or FAILED.
 try_put: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_try_put", holding_gil=True)
 try_take: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_try_take", holding_gil=True)
+# Loans and views in place (inplace.py), each called with STATUS last:
+# loan(id, len, timeout) -> u64: the address to write at, NOTHING (no room in time) or FAILED;
+# commit(id) / abort(id) -> int8: 1, or -1 FAILED; pin(id, timeout) -> u64: the pinned
+# message's length, NOTHING or FAILED; pin_address() -> u64: where this thread's last pin is;
+# unpin(id, address) -> int8: 1, or -1 FAILED.
+loan: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_loan")
+commit: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_commit", holding_gil=True)
+abort: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_abort", holding_gil=True)
+pin: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_pin")
+pin_address: Callable[..., int] = _bind(
+    "uniffi_sage_queue_fn_func_msg_pin_address", holding_gil=True
+)
+unpin: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_unpin", holding_gil=True)

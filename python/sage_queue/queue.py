@@ -36,9 +36,11 @@ from .errors import (
     QueueNotFound,
     from_native,
 )
+from .inplace import _OOB_TAG, InPlace, Loan, View, oob_size, read_oob, write_oob
 from .reference import SageQueueRef, attach_reference, host_id, ray_node_id
 from .serializers import (
     PickleSerializer,
+    RawSerializer,
     decode,
     deserialization_error,
     encode,
@@ -64,7 +66,8 @@ _STATS_FIELDS = (
     "name", "path", "capacity", "max_message_size", "used_bytes", "free_bytes", "messages",
     "attached", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "waits_full", "waits_empty",
     "recovered", "lost", "unfinished_tasks", "closed", "creator_pid", "owner_uid",
-    "created_unix_ms", "max_items", "pids", "consumers_waiting", "producers_waiting",
+    "created_unix_ms", "max_items", "pids", "consumers_waiting", "producers_waiting", "pinned",
+    "pinned_bytes",
 )  # fmt: skip
 _INFO_FIELDS = (
     "name", "path", "valid", "error", "capacity", "used_bytes", "messages", "attached",
@@ -320,6 +323,9 @@ class SageQueue(QueueConveniences):
         # Built-in pickle: bytes items skip pickling (a pickle never starts with this tag).
         self._tag_bytes = isinstance(self._serializer, PickleSerializer)
         self._protocol = getattr(self._serializer, "protocol", None)
+        # Out-of-band buffers need pickle protocol 5.
+        self._oob = self._tag_bytes and (self._protocol or 0) >= 5
+        self._inplace: Optional[InPlace] = None
         cls = _native.SageQueue
         try:
             if create is None:
@@ -401,10 +407,18 @@ class SageQueue(QueueConveniences):
         elif type(item) is bytes:
             head, data = _BYTES_TAG, item
         else:
+            buffers: List[Any] = []
             try:
-                data = _dumps(item, self._protocol)
+                if self._oob:
+                    data = _dumps(item, self._protocol, buffer_callback=buffers.append)
+                else:
+                    data = _dumps(item, self._protocol)
             except Exception as exc:
                 raise serialization_error(self._serializer, item, exc) from exc
+            if buffers:
+                # Buffers (numpy arrays) go out of band: the stream and each buffer are
+                # written straight into one loan.
+                return self._put_oob(data, buffers, block, timeout)
         # One direct native call that does not wait; waiting is the slow path below.
         if timeout is not None:
             _check_timeout(block, timeout)
@@ -463,7 +477,13 @@ class SageQueue(QueueConveniences):
             t.busy = True
             return _loads(mv[:n])
         except Exception as exc:
-            raise deserialization_error(mv[:n].tobytes(), exc) from exc
+            error: Exception = exc
+            if n and mv[0] == _OOB_TAG:  # a pickle with out-of-band buffers (inplace.py)
+                try:
+                    return read_oob(mv[:n], copy=True)
+                except Exception as exc2:
+                    error = exc2
+            raise deserialization_error(mv[:n].tobytes(), error) from error
         finally:
             t.busy = False
 
@@ -478,6 +498,99 @@ class SageQueue(QueueConveniences):
         if n == _NOTHING:
             raise queue.Empty
         return n
+
+    # ---- in place: loans, views, out-of-band pickles (inplace.py) ----
+
+    def loan(self, nbytes: int, block: bool = True, timeout: Optional[float] = None) -> Loan:
+        """``with q.loan(nbytes) as buf:`` write one raw bytes message of ``nbytes`` in place
+        (``buf`` is a writable memoryview into the ring); it is published when the block
+        ends normally and given up on an exception (or a close, or the process dying).
+        Waits for room as put does (queue.Full); MessageTooLarge if it can never fit. A
+        get returns it as ``bytes``. One open loan per handle; consumers wait at an open
+        loan, so commit soon. Not on a queue with max_items."""
+        _positive_int("nbytes", nbytes + 1, "a number of bytes (0 or more)")
+        if timeout is not None:
+            _check_timeout(block, timeout)
+        return Loan(self, operator.index(nbytes), block, timeout)
+
+    def view(self, block: bool = True, timeout: Optional[float] = None) -> View:
+        """``with q.view() as item:`` take the next item without copying it out of the
+        ring: bytes (and the raw serializer's items) as a read-only memoryview, numpy arrays
+        put by ``put`` as read-only arrays over the ring; other pickled data is loaded as
+        get loads it. Waits as get does (queue.Empty). The message is released when the
+        block ends; memoryviews from it fail afterwards, and an object made from it that is
+        still referenced (a numpy array) keeps it pinned until it is garbage-collected. The
+        ring space from a pinned message on is reused only after its release: hold views
+        briefly. At most 64 views per handle at once."""
+        if timeout is not None:
+            _check_timeout(block, timeout)
+        return View(self, block, timeout, self._view_item)
+
+    def _view_item(self, mv: memoryview) -> Any:
+        if not self._tag_bytes:
+            if isinstance(self._serializer, RawSerializer):
+                return mv
+            return decode(self._serializer, mv.tobytes())
+        if len(mv) and mv[0] == 0:  # _BYTES_TAG
+            return mv[1:]
+        if len(mv) and mv[0] == _OOB_TAG:
+            return read_oob(mv, copy=False)
+        try:
+            return _loads(mv)
+        except Exception as exc:
+            raise deserialization_error(mv.tobytes(), exc) from exc
+
+    def _loan_address(self, nbytes: int, block: bool, timeout: Optional[float]) -> int:
+        """Claim a loan of ``nbytes`` and return its address (queue.Full when no room)."""
+        if nbytes > self.max_message_size:
+            tagged = int(self._tag_bytes)
+            raise MessageTooLarge(nbytes - tagged, self.max_message_size - tagged, tag=bool(tagged))
+        wait = _wait_time(block, timeout)
+        self._handle()
+        address = _waited(_fast.loan, _NOTHING, wait, self._cid, ctypes.c_uint64(nbytes))
+        if address == _FAILED:
+            self._fast_failed(retry=False)
+        if address == _NOTHING:
+            raise queue.Full
+        return address
+
+    def _pin(self, block: bool, timeout: Optional[float]) -> Tuple[int, int]:
+        """Pin the next message: (address, length) (queue.Empty when none came)."""
+        wait = _wait_time(block, timeout)
+        self._handle()
+        n = _waited(_fast.pin, _NOTHING, wait, self._cid)
+        if n == _FAILED:
+            self._fast_failed(retry=False)
+        if n == _NOTHING:
+            raise queue.Empty
+        return _fast.pin_address(_ST), n
+
+    def _inplace_state(self) -> InPlace:
+        if self._inplace is None:
+            self._inplace = InPlace(self._handle(), self._id)
+        return self._inplace
+
+    def _put_oob(
+        self, stream: bytes, buffers: List[Any], block: bool, timeout: Optional[float]
+    ) -> None:
+        """Put a pickle stream and its out-of-band buffers as one message, written in place."""
+        raws = [b.raw() for b in buffers]
+        size = oob_size(stream, raws)
+        if size > self.max_message_size:
+            raise MessageTooLarge(size, self.max_message_size)
+        if timeout is not None:
+            _check_timeout(block, timeout)
+        address = self._loan_address(size, block, timeout)
+        dest = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+        try:
+            write_oob(dest, address, stream, raws)
+        except BaseException:
+            dest.release()
+            _fast.abort(self._cid, _ST)
+            raise
+        dest.release()
+        if _fast.commit(self._cid, _ST) < 0:
+            self._fast_failed(retry=False)
 
     def _get_copied(self, block: bool, timeout: Optional[float]) -> Any:
         """get() without this thread's view buffer (the generated method, which returns the
@@ -505,6 +618,11 @@ class SageQueue(QueueConveniences):
     def _decode(self, data: bytes) -> Any:
         if self._tag_bytes and data[:1] == _BYTES_TAG:
             return data[1:]
+        if self._tag_bytes and data[:1] == b"\x01":  # out-of-band buffers (inplace.py)
+            try:
+                return read_oob(memoryview(data), copy=True)
+            except Exception as exc:
+                raise deserialization_error(bytes(data), exc) from exc
         return decode(self._serializer, data)
 
     def _error(self, e: Exception, tagged: bool = False) -> BaseException:
@@ -796,7 +914,11 @@ class SageQueue(QueueConveniences):
         if native is None:
             return
         self._native = None
-        native.detach()
+        inplace = getattr(self, "_inplace", None)
+        if inplace is not None and inplace.native is native:
+            inplace.close()  # stays attached while views made from it are still referenced
+        else:
+            native.detach()
 
     def destroy(self) -> None:
         """Remove the queue now: every attached process sees it closed. Closes this handle."""
