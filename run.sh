@@ -49,7 +49,7 @@ test_all() {
     "$PY" -m pytest tests/python -q
     step "Python: kill -9 torture and soak (short versions)"
     "$PY" -m pytest tests/torture -q
-    step "Kotlin: package (bindings/kotlin/build.sh) and tests"
+    step "Kotlin: Maven package io.sage:sage-queue (mvn install runs the JUnit tests), then the example project"
     bash tests/kotlin/run.sh
     step "Swift: the SwiftPM package in bindings/swift (swift build, then swift test; Swift 6 in a Debian trixie root)"
     bash tests/swift/run.sh

@@ -1,5 +1,6 @@
 // The Kotlin peer of the interop test (tests/interop/run.py): the same roles and messages as
-// peer.py (see there).
+// peer.py (see there). Built against the installed io.sage:sage-queue by
+// bindings/kotlin/interop-peer/pom.xml (tests/interop/run.sh does it).
 import io.sage.queue.*
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
@@ -60,7 +61,7 @@ fun consume(q: SageQueue, producer: Int, count: Int, sizes: String): String {
     var chunk = 0
     val bad = ArrayList<Int>()
     while (got < count) {
-        val msgs = if (chunk % 2 == 0) listOf(q.get(WAIT))
+        val msgs = if (chunk % 2 == 0) listOf(q.take(WAIT))
         else q.getMany(minOf(1 + chunk % 23, count - got), WAIT)
         for (m in msgs) {
             val ok = m.contentEquals(message(producer, got, sizeOf(got, sizes))) &&
@@ -80,7 +81,7 @@ fun drain(q: SageQueue): String {
     var bad = 0
     var chunk = 0
     while (true) {
-        val msgs = if (chunk % 2 == 0) listOf(q.get(WAIT)) else q.getMany(1 + chunk % 23, WAIT)
+        val msgs = if (chunk % 2 == 0) listOf(q.take(WAIT)) else q.getMany(1 + chunk % 23, WAIT)
         chunk++
         var stops = 0
         for (m in msgs) {
@@ -112,7 +113,7 @@ fun inspect(q: SageQueue) {
         val cmd = (readLine() ?: return).trim().split(" ")
         when (cmd[0]) {
             "stats" -> println(statsOf(q))
-            "get" -> println(q.get(WAIT).size)
+            "get" -> println(q.take(WAIT).size)
             "put" -> { repeat(cmd[1].toInt()) { q.put(message(2, it, 100), WAIT) }; println("done") }
         }
     }

@@ -7,20 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
-KOTLINC=${KOTLINC:-$PWD/.cache/kotlin/node_modules/kotlin-compiler/bin/kotlinc}
-
-# ---- Kotlin peer ----
-bash bindings/kotlin/build.sh
-kt=bindings/kotlin/build
-jar=$(cat "$kt/jar-path")
-cp=$(cat "$kt/runtime-classpath")
-stamp=$(cat tests/interop/Peer.kt "$kt/classes.stamp" | sha256sum | cut -c1-16)
-if [ "$(cat "$kt/interop.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -d "$kt/interop" ]; then
-    echo "[interop] compiling the Kotlin peer" >&2
-    rm -rf "$kt/interop" "$kt/interop.stamp"
-    "$KOTLINC" -nowarn -cp "$jar:$cp" -d "$kt/interop" tests/interop/Peer.kt
-    echo "$stamp" >"$kt/interop.stamp"
-fi
+# ---- Kotlin peer (Maven: io.sage:sage-queue into ~/.m2, then the peer against it) ----
+# (-DskipTests: tests/kotlin/run.sh runs the JUnit tests.) The peer's class path is left in
+# bindings/kotlin/build/ for run.py.
+mvn -B -q -f bindings/kotlin/pom.xml install -DskipTests
+mvn -B -q -f bindings/kotlin/interop-peer/pom.xml process-classes
 
 # ---- Swift peer (the Swift package's executable, run inside the Swift root) ----
 bash bindings/swift/build.sh

@@ -1,0 +1,47 @@
+// The sage-queue example: one queue, messages one by one and in batches, timeouts, and a
+// second handle (here on another thread; another process opens it by name the same way).
+package io.sage.example
+
+import io.sage.queue.QueueException
+import io.sage.queue.SageQueue
+import io.sage.queue.get
+import io.sage.queue.getMany
+import io.sage.queue.getOrNull
+import io.sage.queue.open
+import io.sage.queue.openOrCreate
+import io.sage.queue.put
+import io.sage.queue.putMany
+import io.sage.queue.take
+
+fun main() {
+    val name = "sage-queue-example-${ProcessHandle.current().pid()}"
+    SageQueue.openOrCreate(name, capacity = 1L shl 20).use { q -> // use {} detaches at the end
+        q.put("hello".toByteArray()) // waits for room (timeout = FOREVER)
+        println("got: " + String(q.get())) // waits for a message
+        println("within 0.1 s: " + q.getOrNull(0.1)) // null: nothing came
+        q.putMany(listOf("a", "b", "c").map { it.toByteArray() }) // one native call
+        println("batch: " + q.getMany(100, timeout = 1.0).map { String(it) }) // up to 100 in one call
+        try {
+            q.take(0.0) // tries once
+        } catch (e: QueueException.Empty) {
+            println("take(0.0) on an empty queue: QueueException.Empty")
+        }
+
+        // A producer with its own handle; an empty message says it is done.
+        val producer = Thread {
+            SageQueue.open(name).use { p ->
+                repeat(10_000) { p.put("item $it".toByteArray()) }
+                p.put(ByteArray(0))
+            }
+        }
+        producer.start()
+        var count = 0
+        val t = System.nanoTime()
+        while (q.get().isNotEmpty()) count++
+        val ms = (System.nanoTime() - t) / 1e6
+        producer.join()
+        println("consumed $count messages from another handle in %.1f ms".format(ms))
+        val s = q.stats()
+        println("stats: msgsIn=${s.msgsIn} msgsOut=${s.msgsOut} attached=${s.attached}")
+    }
+}
