@@ -19,13 +19,9 @@ fn name(tag: &str) -> String {
     format!("bench-{}-{}", tag.replace(' ', "_"), std::process::id())
 }
 
-fn frames(n: usize, size: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(n * (size + 4));
-    for _ in 0..n {
-        f.extend_from_slice(&(size as u32).to_le_bytes());
-        f.extend(std::iter::repeat_n(7u8, size));
-    }
-    f
+/// A batch of `n` messages of `size` bytes in the table layout: (lengths, payloads).
+fn table(n: usize, size: usize) -> (Vec<u8>, Vec<u8>) {
+    sage_queue::encode_table(&vec![vec![7u8; size]; n])
 }
 
 /// Run `body` in a forked child process; returns its pid.
@@ -49,10 +45,10 @@ fn reap(pid: i32) {
 
 fn producer(q: &SageQueue, count: usize, size: usize, batch: usize) {
     if batch > 1 {
-        let f = frames(batch, size);
+        let (lengths, payloads) = table(batch, size);
         let mut sent = 0;
         while sent < count {
-            sent += q.put_batch(&f, -1.0).unwrap() as usize;
+            sent += q.put_batch(&lengths, &payloads, -1.0).unwrap() as usize;
         }
     } else {
         let m = vec![7u8; size];
@@ -67,7 +63,7 @@ fn consumer(q: &SageQueue, count: usize, batch: usize) {
     while got < count {
         if batch > 1 {
             let b = q.get_batch(batch as u32, u64::MAX, -1.0).unwrap();
-            got += sage_queue::parse_frames(&b).unwrap().len();
+            got += sage_queue::parse_taken(&b).unwrap().len();
         } else {
             q.get(-1.0).unwrap();
             got += 1;

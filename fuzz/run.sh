@@ -10,7 +10,7 @@ secs="${1:-30}"
 failed=0
 export RUSTC_BOOTSTRAP=1
 san=(--sanitizer "${SANITIZER:-address}")
-for t in segment_open batch_frames; do
+for t in segment_open batch_table; do
     mkdir -p "corpus/$t" artifacts
     echo "==> fuzz $t for ${secs}s"
     # FUZZ_SEED fixes libFuzzer's seed (the CI run is then the same every time).

@@ -31,7 +31,7 @@ fn racing_producers_fill_exactly_to_the_bound() {
                             let msgs: Vec<Vec<u8>> = (0..1 + (i % 5))
                                 .map(|k| vec![t as u8; k as usize])
                                 .collect();
-                            match q.put_batch(&frames(&msgs), 0.0) {
+                            match put_table(&q, &msgs, 0.0) {
                                 Ok(n) => {
                                     put.fetch_add(n as u64, Relaxed);
                                 }
@@ -67,14 +67,10 @@ fn racing_producers_fill_exactly_to_the_bound() {
         // next round.
         let mut got = 0;
         while got < 20 {
-            got += parse_count(&q.get_batch(20 - got as u32, u64::MAX, 0.0).unwrap());
+            got += taken(&q.get_batch(20 - got as u32, u64::MAX, 0.0).unwrap()).len();
         }
         assert!(!q.is_full());
     }
-}
-
-fn parse_count(frames: &[u8]) -> usize {
-    sage_queue::parse_frames(frames).unwrap().len()
 }
 
 #[test]
@@ -164,7 +160,7 @@ fn a_put_blocked_by_the_bound_wakes_on_a_get() {
     let q2 = q.clone();
     let t = std::thread::spawn(move || {
         let msgs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
-        q2.put_batch(&frames(&msgs), 10.0).unwrap()
+        put_table(&q2, &msgs, 10.0).unwrap()
     });
     for i in 0..10u8 {
         assert_eq!(q.get(5.0).unwrap(), [i]);
@@ -176,13 +172,16 @@ fn a_put_blocked_by_the_bound_wakes_on_a_get() {
 fn batches_put_what_the_bound_allows() {
     let q = bounded(1 << 20, 5);
     let msgs: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 3]).collect();
-    assert_eq!(q.put_batch(&frames(&msgs), 0.0).unwrap(), 5);
+    assert_eq!(put_table(&q, &msgs, 0.0).unwrap(), 5);
     assert_eq!(
-        q.put_many(&3u32.to_le_bytes(), b"xyz", 0.0),
+        q.put_batch(&3u32.to_le_bytes(), b"xyz", 0.0),
         Err(QueueError::Full)
     );
-    assert_eq!(parse_count(&q.get_batch(3, u64::MAX, 0.0).unwrap()), 3);
-    assert_eq!(q.put_batch(&frames(&msgs), 0.05).unwrap(), 3);
+    assert_eq!(
+        taken(&q.get_batch(3, u64::MAX, 0.0).unwrap()),
+        msgs[..3].to_vec()
+    );
+    assert_eq!(put_table(&q, &msgs, 0.05).unwrap(), 3);
     let s = q.stats().unwrap();
     assert_eq!((s.max_items, s.messages), (5, 5));
 }

@@ -1,11 +1,17 @@
-//! Single-process semantics of the Rust core: put/get, wrap-around, full/empty/timeouts,
-//! batches, size limits, names, foreign and corrupt files, attachment counting and cleanup,
-//! and multi-thread MPMC exactly-once.
+//! Semantics of the Rust core, mostly in one process: put/get, wrap-around,
+//! full/empty/timeouts, batches (the table layout), size limits, names, foreign and corrupt
+//! files, attachment counting and cleanup, the message path by id (values, msg_error, the
+//! view), statistics (attached pids, with a child process; waiting callers), and multi-thread
+//! MPMC exactly-once.
 
 mod common;
 
 use common::*;
-use sage_queue::{list_queues, parse_frames, QueueError, SageQueue};
+use sage_queue::{
+    encode_table, list_queues, msg_error, msg_put, msg_put_batch, msg_take, msg_take_batch,
+    msg_try_put, msg_try_take, msg_view_address, msg_view_capacity, parse_taken, QueueError,
+    SageQueue, FAILED, NOTHING,
+};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -120,41 +126,103 @@ fn too_large_fails_at_once_and_largest_fits() {
 fn batches() {
     let q = create(65536);
     let msgs: Vec<Vec<u8>> = (0..200).map(|i| payload(i, (i % 50) as usize)).collect();
-    assert_eq!(q.put_batch(&frames(&msgs), 0.0).unwrap(), 200);
+    assert_eq!(put_table(&q, &msgs, 0.0).unwrap(), 200);
     assert_eq!(q.qsize(), 200);
-    let got = q.get_batch(64, u64::MAX, 0.0).unwrap();
-    let got: Vec<Vec<u8>> = parse_frames(&got)
-        .unwrap()
-        .into_iter()
-        .map(|m| m.to_vec())
-        .collect();
-    assert_eq!(got, msgs[..64]);
+    assert_eq!(taken(&q.get_batch(64, u64::MAX, 0.0).unwrap()), msgs[..64]);
     // max_bytes bounds the batch, but one message always comes.
-    let got = q.get_batch(1000, 1, 0.0).unwrap();
-    assert_eq!(parse_frames(&got).unwrap().len(), 1);
+    assert_eq!(taken(&q.get_batch(1000, 1, 0.0).unwrap()).len(), 1);
     let mut rest = Vec::new();
     while let Ok(b) = q.get_batch(1000, u64::MAX, 0.0) {
-        rest.extend(parse_frames(&b).unwrap().into_iter().map(|m| m.to_vec()));
+        rest.extend(taken(&b));
     }
     assert_eq!(rest, msgs[65..]);
-    // A malformed frame buffer is rejected whole: nothing is put.
-    let mut bad = frames(&msgs[..3]);
-    bad.extend_from_slice(&100u32.to_le_bytes());
-    bad.extend_from_slice(b"short");
+    assert_eq!(q.get_batch(10, u64::MAX, 0.0), Err(QueueError::Empty));
+    // A malformed table is rejected whole: nothing is put.
+    let (lengths, payloads) = encode_table(&msgs[..3]);
+    let mut ragged = lengths.clone();
+    ragged.extend_from_slice(&[1, 0]);
+    let mut overrun = lengths.clone();
+    overrun.extend_from_slice(&100u32.to_le_bytes());
+    let mut short = payloads.clone();
+    short.extend_from_slice(b"short");
+    let mut uncovered = payloads.clone();
+    uncovered.push(9);
+    let cases: [(&str, &[u8], &[u8]); 6] = [
+        ("lengths not a multiple of 4", &ragged, &payloads),
+        ("a length without payload bytes", &overrun, &payloads),
+        ("a length overrunning the payloads", &overrun, &short),
+        ("a payload byte not covered", &lengths, &uncovered),
+        ("payloads without lengths", &[], b"x"),
+        ("a lone length byte", &[1], &[]),
+    ];
+    for (what, l, p) in cases {
+        assert!(
+            matches!(
+                q.put_batch(l, p, 0.0),
+                Err(QueueError::InvalidArgument { .. })
+            ),
+            "{what}"
+        );
+    }
+    // A message too large for the ring anywhere in the batch: nothing is put either.
+    let big = vec![vec![1u8; 10], vec![2u8; q.max_message_size() as usize + 1]];
     assert!(matches!(
-        q.put_batch(&bad, 0.0),
-        Err(QueueError::InvalidArgument { .. })
-    ));
-    assert!(matches!(
-        q.put_batch(&[1, 0], 0.0),
-        Err(QueueError::InvalidArgument { .. })
+        put_table(&q, &big, 0.0),
+        Err(QueueError::TooLarge { .. })
     ));
     assert_eq!(q.qsize(), 0);
-    assert_eq!(q.put_batch(&[], 0.0).unwrap(), 0);
+    assert_eq!(q.put_batch(&[], &[], 0.0).unwrap(), 0);
     assert!(matches!(
         q.get_batch(0, 1, 0.0),
         Err(QueueError::InvalidArgument { .. })
     ));
+    // Empty messages are messages.
+    let empties = vec![Vec::new(), b"x".to_vec(), Vec::new()];
+    assert_eq!(put_table(&q, &empties, 0.0).unwrap(), 3);
+    assert_eq!(taken(&q.get_batch(10, u64::MAX, 0.0).unwrap()), empties);
+}
+
+#[test]
+fn taken_batches_are_parsed_or_refused() {
+    // The take layout: payloads, then u32 lengths, then the u32 count.
+    let mut buf = b"abcde".to_vec();
+    for l in [2u32, 0, 3] {
+        buf.extend_from_slice(&l.to_le_bytes());
+    }
+    buf.extend_from_slice(&3u32.to_le_bytes());
+    assert_eq!(
+        parse_taken(&buf).unwrap(),
+        vec![&b"ab"[..], &b""[..], &b"cde"[..]]
+    );
+    assert_eq!(
+        parse_taken(&0u32.to_le_bytes()).unwrap(),
+        Vec::<&[u8]>::new()
+    );
+    let with_count = |body: &[u8], count: u32| {
+        let mut b = body.to_vec();
+        b.extend_from_slice(&count.to_le_bytes());
+        b
+    };
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("shorter than the count", vec![1, 0, 0]),
+        (
+            "a count beyond the buffer",
+            with_count(&buf[..buf.len() - 4], 5),
+        ),
+        ("a huge count", with_count(&[], u32::MAX)),
+        (
+            "payload bytes not covered",
+            with_count(&buf[..buf.len() - 4], 2),
+        ),
+        ("lengths overrunning the payloads", buf[1..].to_vec()),
+    ];
+    for (what, b) in bad {
+        assert!(
+            matches!(parse_taken(&b), Err(QueueError::InvalidArgument { .. })),
+            "{what}"
+        );
+    }
 }
 
 #[test]
@@ -165,16 +233,15 @@ fn batch_larger_than_ring_goes_in_parts() {
     let reader = std::thread::spawn(move || {
         let mut got = Vec::new();
         while got.len() < 500 {
-            let b = q2.get_batch(100, u64::MAX, 5.0).unwrap();
-            got.extend(parse_frames(&b).unwrap().into_iter().map(|m| m.to_vec()));
+            got.extend(taken(&q2.get_batch(100, u64::MAX, 5.0).unwrap()));
         }
         got
     });
-    assert_eq!(q.put_batch(&frames(&msgs), 5.0).unwrap(), 500);
+    assert_eq!(put_table(&q, &msgs, 5.0).unwrap(), 500);
     assert_eq!(reader.join().unwrap(), msgs);
     // Without a reader, a batch that cannot fit stops part way and says how many went in.
     let t = Instant::now();
-    let n = q.put_batch(&frames(&msgs), 0.2).unwrap();
+    let n = put_table(&q, &msgs, 0.2).unwrap();
     assert!(n > 0 && n < 500, "{n}");
     assert!(
         t.elapsed() < Duration::from_secs(3),
@@ -283,7 +350,7 @@ fn foreign_and_corrupt_files_are_rejected_untouched() {
         assert_eq!(&std::fs::read(&path).unwrap(), bytes, "{n} was modified");
         std::fs::remove_file(&path).unwrap();
     }
-    // A real segment with a newer version, and one truncated.
+    // A real segment of a newer and of an older layout version, and one truncated.
     let name = unique("ver");
     let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
     let path = q.path();
@@ -291,14 +358,20 @@ fn foreign_and_corrupt_files_are_rejected_untouched() {
     // (the writes below recreate the file).
     let good = std::fs::read(&path).unwrap();
     drop(q);
-    let mut newer = good.clone();
-    newer[8] = 2;
-    std::fs::write(&path, &newer).unwrap();
-    assert!(matches!(
-        SageQueue::open(&name, true),
-        Err(QueueError::Incompatible { .. })
-    ));
-    assert_eq!(std::fs::read(&path).unwrap(), newer);
+    // The layout version: the u32 after the magic.
+    let version = u32::from_le_bytes(good[8..12].try_into().unwrap());
+    assert!(version >= 1);
+    for other in [version + 1, version - 1] {
+        let mut changed = good.clone();
+        changed[8..12].copy_from_slice(&other.to_le_bytes());
+        std::fs::write(&path, &changed).unwrap();
+        let err = SageQueue::open(&name, true).err().unwrap();
+        assert!(
+            matches!(err, QueueError::Incompatible { .. }),
+            "version {other}: {err:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), changed);
+    }
     std::fs::write(&path, &good[..good.len() - 4096]).unwrap();
     assert!(matches!(
         SageQueue::open(&name, true),
@@ -365,7 +438,7 @@ fn mpmc_threads_exactly_once_in_producer_order() {
                 if rng.below(4) == 0 {
                     let n = rng.below(20).min(PER - i);
                     let msgs: Vec<Vec<u8>> = (i..i + n).map(|s| msg(p, s, &mut rng)).collect();
-                    let put = q.put_batch(&frames(&msgs), 10.0).unwrap() as u64;
+                    let put = put_table(&q, &msgs, 10.0).unwrap() as u64;
                     assert_eq!(put, n);
                     i += n;
                 } else {
@@ -385,11 +458,7 @@ fn mpmc_threads_exactly_once_in_producer_order() {
             loop {
                 let batch = if rng.below(3) == 0 {
                     match q.get_batch(16, u64::MAX, 0.5) {
-                        Ok(b) => parse_frames(&b)
-                            .unwrap()
-                            .iter()
-                            .map(|m| m.to_vec())
-                            .collect(),
+                        Ok(b) => taken(&b),
                         Err(QueueError::Empty) => break,
                         Err(e) => panic!("{e}"),
                     }
@@ -443,48 +512,299 @@ fn check(m: &[u8]) -> (u64, u64) {
     (p, s)
 }
 
+/// A copy of the first `n` bytes of this thread's view (what its last msg_take or
+/// msg_take_batch left there).
+fn view(n: u64) -> Vec<u8> {
+    assert!(n < FAILED, "not a length: {n}");
+    // SAFETY: the view buffer belongs to this thread and holds the last result (n bytes)
+    // until this thread's next take; it is copied before that.
+    unsafe { std::slice::from_raw_parts(msg_view_address() as *const u8, n as usize) }.to_vec()
+}
+
 #[test]
-fn raw_functions_by_id() {
-    use sage_queue::{
-        raw_get, raw_get_batch_view, raw_get_view, raw_put, raw_put_batch, raw_view_address,
-        raw_view_capacity,
-    };
+fn message_path_by_id() {
     let q = Arc::new(create(1 << 20));
-    let id = q.clone().raw_id();
-    assert_eq!(q.clone().raw_id(), id, "one id per handle");
-    raw_put(id, b"abc", 0.0).unwrap();
-    assert_eq!(raw_get(id, 0.0).unwrap(), b"abc");
-    assert_eq!(raw_get(id, 0.0), Err(QueueError::Empty));
-    // The view: the message lands in this thread's buffer.
-    raw_put(id, b"viewed", 0.0).unwrap();
-    let n = raw_get_view(id, 0.0).unwrap() as usize;
-    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
-    assert_eq!(view, b"viewed");
-    // A result larger than the buffer moves it; the capacity says when.
-    let big = vec![3u8; raw_view_capacity() as usize + 1];
-    raw_put(id, &big, 0.0).unwrap();
-    let n = raw_get_view(id, 0.0).unwrap() as usize;
-    assert!(raw_view_capacity() as usize >= n);
-    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
-    assert_eq!(view, &big[..]);
+    let id = q.clone().msg_id();
+    assert_ne!(id, 0);
+    assert_eq!(q.clone().msg_id(), id, "one id per handle");
+    let other = Arc::new(SageQueue::open(&q.name(), true).unwrap());
+    let other_id = other.clone().msg_id();
+    assert_ne!(other_id, id, "each handle has its own id");
+    assert_eq!(other.clone().msg_id(), other_id);
+
+    // One message made of head and body, taken into this thread's view: its length.
+    assert_eq!(msg_put(id, b"he", b"llo", 0.0), 1);
+    assert_eq!(msg_try_put(other_id, b"", b"second"), 1);
+    assert_eq!(msg_put(id, b"third", b"", -1.0), 1);
+    assert_eq!(msg_take(id, 0.0), 5);
+    assert_eq!(view(5), b"hello");
+    assert_eq!(msg_try_take(other_id), 6);
+    assert_eq!(view(6), b"second");
+    assert_eq!(msg_take(other_id, f64::INFINITY), 5);
+    assert_eq!(view(5), b"third");
+    assert_eq!(msg_put(id, b"", b"", 0.0), 1);
+    assert_eq!(msg_take(id, 0.0), 0, "an empty message is a message");
+
+    // Nothing now is a value (NOTHING), not a failure: no error is left for msg_error.
+    assert_eq!(msg_take(id, 0.0), NOTHING);
+    assert_eq!(msg_try_take(id), NOTHING);
+    let t = Instant::now();
+    assert_eq!(msg_take(id, 0.05), NOTHING);
+    assert!(t.elapsed() >= Duration::from_millis(40));
+    assert_eq!(msg_take_batch(id, 8, u64::MAX, 0.0), NOTHING);
+    assert_eq!(msg_take_batch(id, 8, u64::MAX, 0.02), NOTHING);
+    assert_eq!(msg_error(), Ok(()));
+
+    // Batches in the table layout.
+    let msgs = vec![b"x".to_vec(), Vec::new(), b"yz".to_vec()];
+    let (lengths, payloads) = encode_table(&msgs);
+    assert_eq!(msg_put_batch(id, &lengths, &payloads, 0.0), 3);
+    let n = msg_take_batch(id, 10, u64::MAX, 0.0);
+    assert_eq!(taken(&view(n)), msgs);
     assert_eq!(
-        raw_put_batch(id, &frames(&[b"x".to_vec(), b"yz".to_vec()]), 0.0).unwrap(),
-        2
+        msg_put_batch(id, &[], &[], 0.0),
+        0,
+        "an empty batch puts nothing"
     );
-    let n = raw_get_batch_view(id, 10, u64::MAX, 0.0).unwrap() as usize;
-    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
-    assert_eq!(parse_frames(view).unwrap(), vec![&b"x"[..], &b"yz"[..]]);
-    // A closed or unknown id is Closed, never someone else's queue.
+    assert_eq!(msg_error(), Ok(()));
+
+    // A failure: FAILED (or -1), and msg_error raises the typed error once.
+    let max = q.max_message_size();
+    assert_eq!(msg_put(id, &vec![0u8; max as usize], b"!", 0.0), -1);
+    assert_eq!(
+        msg_error(),
+        Err(QueueError::TooLarge {
+            size: max + 1,
+            max_size: max
+        })
+    );
+    assert_eq!(msg_error(), Ok(()), "msg_error forgets what it raised");
+    assert_eq!(msg_try_put(id, &vec![0u8; max as usize + 1], b""), -1);
+    assert!(matches!(msg_error(), Err(QueueError::TooLarge { .. })));
+    let (lengths, payloads) = encode_table(&[vec![0u8; max as usize + 1]]);
+    assert_eq!(msg_put_batch(id, &lengths, &payloads, 0.0), -1);
+    assert!(matches!(msg_error(), Err(QueueError::TooLarge { .. })));
+    assert_eq!(msg_take_batch(id, 0, u64::MAX, 0.0), FAILED);
+    assert!(matches!(
+        msg_error(),
+        Err(QueueError::InvalidArgument { .. })
+    ));
+    // The error is the last failed call's; a later success leaves it to be raised.
+    assert_eq!(msg_take(0, 0.0), FAILED);
+    assert_eq!(msg_put(id, &vec![0u8; max as usize + 1], b"", 0.0), -1);
+    assert_eq!(msg_put(id, b"ok", b"", 0.0), 1);
+    assert!(matches!(msg_error(), Err(QueueError::TooLarge { .. })));
+    assert_eq!(msg_take(id, 0.0), 2);
+    assert_eq!(q.qsize(), 0, "nothing failed was put");
+
+    // An unknown id, id 0 or a closed handle's id is Closed, never someone else's queue.
+    for bad in [0, u64::MAX, id + 1_000_000] {
+        assert_eq!(msg_put(bad, b"x", b"", 0.0), -1, "id {bad}");
+        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+        assert_eq!(msg_try_put(bad, b"x", b""), -1, "id {bad}");
+        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+        assert_eq!(msg_take(bad, 0.0), FAILED, "id {bad}");
+        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+        assert_eq!(msg_try_take(bad), FAILED, "id {bad}");
+        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+        assert_eq!(msg_put_batch(bad, &[], &[], 0.0), -1, "id {bad}");
+        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+        assert_eq!(msg_take_batch(bad, 1, 1, 0.0), FAILED, "id {bad}");
+        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+    }
     q.detach();
-    assert!(matches!(
-        raw_put(id, b"x", 0.0),
-        Err(QueueError::Closed { .. })
-    ));
-    assert!(matches!(
-        raw_get(u64::MAX, 0.0),
-        Err(QueueError::Closed { .. })
-    ));
-    assert!(matches!(raw_get(0, 0.0), Err(QueueError::Closed { .. })));
+    assert_eq!(msg_put(id, b"x", b"", 0.0), -1);
+    assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+    assert_eq!(msg_take(id, 0.0), FAILED);
+    assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+    // The other handle's id still works.
+    assert_eq!(msg_put(other_id, b"still", b"", 0.0), 1);
+    assert_eq!(msg_take(other_id, 0.0), 5);
+    drop(other);
+    assert_eq!(msg_take(other_id, 0.0), FAILED, "a dropped handle's id");
+    assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+}
+
+#[test]
+fn message_path_when_full() {
+    // No room before the timeout is a value too: 0, with no error left behind.
+    let q = Arc::new(SageQueue::create(&unique("msgfull"), 4096, 0o600, true, 2).unwrap());
+    let id = q.clone().msg_id();
+    assert_eq!(msg_put(id, b"a", b"", 0.0), 1);
+    let (lengths, payloads) = encode_table(&[b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        msg_put_batch(id, &lengths, &payloads, 0.0),
+        1,
+        "as many as fit"
+    );
+    assert_eq!(msg_put(id, b"d", b"", 0.0), 0);
+    assert_eq!(msg_try_put(id, b"d", b""), 0);
+    let t = Instant::now();
+    assert_eq!(msg_put(id, b"d", b"", 0.05), 0);
+    assert!(t.elapsed() >= Duration::from_millis(40));
+    assert_eq!(
+        msg_put_batch(id, &lengths, &payloads, 0.0),
+        0,
+        "no room for the first"
+    );
+    assert_eq!(msg_put_batch(id, &lengths, &payloads, 0.02), 0);
+    assert_eq!(msg_error(), Ok(()));
+    let n = msg_take_batch(id, 10, u64::MAX, 0.0);
+    assert_eq!(taken(&view(n)), [b"a".to_vec(), b"b".to_vec()]);
+}
+
+#[test]
+fn message_path_table_layout() {
+    let q = Arc::new(create(1 << 16));
+    let id = q.clone().msg_id();
+    let items: Vec<Vec<u8>> = (0..100).map(|i| payload(i, (i % 7) as usize)).collect();
+    let lens: Vec<u8> = items
+        .iter()
+        .flat_map(|m| (m.len() as u32).to_le_bytes())
+        .collect();
+    let body: Vec<u8> = items.concat();
+    assert_eq!(msg_put_batch(id, &lens, &body, 0.0), 100);
+    // The view: the payloads, then their u32 lengths, then the u32 count.
+    let n = msg_take_batch(id, 64, u64::MAX, 0.0);
+    let got = view(n);
+    let n = n as usize;
+    let count = u32::from_le_bytes(got[n - 4..].try_into().unwrap()) as usize;
+    assert_eq!(count, 64);
+    let table = &got[n - 4 - 4 * count..n - 4];
+    let mut off = 0;
+    for (i, l) in table.chunks_exact(4).enumerate() {
+        let l = u32::from_le_bytes(l.try_into().unwrap()) as usize;
+        assert_eq!(&got[off..off + l], &items[i][..]);
+        off += l;
+    }
+    assert_eq!(off, n - 4 - 4 * count);
+    // max_bytes bounds a batch, but one message always comes.
+    let n = msg_take_batch(id, 64, 1, 0.0);
+    assert_eq!(taken(&view(n)), [items[64].clone()]);
+    // Malformed tables are refused whole: -1, InvalidArgument, nothing put.
+    let mut ragged = lens.clone();
+    ragged.push(0);
+    let mut extra = body.clone();
+    extra.push(1);
+    let cases: [(&str, &[u8], &[u8]); 5] = [
+        ("lengths not a multiple of 4", &lens[..3], &body),
+        ("a trailing length byte", &ragged, &body),
+        (
+            "lengths overrunning the payloads",
+            &lens,
+            &body[..body.len() - 1],
+        ),
+        ("a payload byte not covered", &lens, &extra),
+        ("payloads without lengths", &[], b"abc"),
+    ];
+    for (what, l, b) in cases {
+        assert_eq!(msg_put_batch(id, l, b, 0.0), -1, "{what}");
+        assert!(
+            matches!(msg_error(), Err(QueueError::InvalidArgument { .. })),
+            "{what}"
+        );
+    }
+    assert_eq!(q.qsize(), 35);
+}
+
+#[test]
+fn the_view_grows_only_for_longer_results() {
+    let q = Arc::new(create(4 << 20));
+    let id = q.clone().msg_id();
+    // A fresh thread: its view has never been used.
+    std::thread::spawn(move || {
+        let cap = msg_view_capacity();
+        assert!(cap > 0);
+        assert_eq!(msg_put(id, b"", b"small", 0.0), 1);
+        assert_eq!(msg_take(id, 0.0), 5);
+        let addr = msg_view_address();
+        assert_eq!(view(5), b"small");
+        // A result as long as the capacity fits: the address stays.
+        let fits = payload(1, cap as usize);
+        assert_eq!(msg_put(id, &fits[..7], &fits[7..], 0.0), 1);
+        assert_eq!(msg_take(id, 0.0), cap);
+        assert_eq!((msg_view_address(), msg_view_capacity()), (addr, cap));
+        assert_eq!(view(cap), fits);
+        // A longer one grows the buffer (it may move): read it at the address asked again.
+        let big = payload(2, 3 * cap as usize + 1);
+        assert_eq!(msg_put(id, &big, b"", 0.0), 1);
+        assert_eq!(msg_take(id, 0.0), big.len() as u64);
+        let grown = msg_view_capacity();
+        assert!(grown >= big.len() as u64);
+        assert_eq!(view(big.len() as u64), big);
+        // A batch longer than that grows it again.
+        let msgs: Vec<Vec<u8>> = (3..6).map(|i| payload(i, grown as usize)).collect();
+        let (lengths, payloads) = encode_table(&msgs);
+        assert_eq!(msg_put_batch(id, &lengths, &payloads, 0.0), 3);
+        let n = msg_take_batch(id, 3, u64::MAX, 0.0);
+        assert_eq!(n, 3 * grown + 4 * 3 + 4);
+        assert!(msg_view_capacity() >= n);
+        assert_eq!(taken(&view(n)), msgs);
+        // Smaller results leave it where it is.
+        let addr2 = msg_view_address();
+        assert_eq!(msg_put(id, b"", b"tiny", 0.0), 1);
+        assert_eq!(msg_take(id, 0.0), 4);
+        assert_eq!(msg_view_address(), addr2);
+        assert_eq!(view(4), b"tiny");
+        // Another thread's view is its own buffer: taking there leaves this one as it is.
+        let theirs = std::thread::spawn(move || {
+            assert_eq!(msg_put(id, b"", b"theirs", 0.0), 1);
+            assert_eq!(msg_take(id, 0.0), 6);
+            (msg_view_address(), view(6))
+        })
+        .join()
+        .unwrap();
+        assert_ne!(theirs.0, addr2);
+        assert_eq!(theirs.1, b"theirs");
+        assert_eq!(msg_view_address(), addr2);
+        assert_eq!(view(4), b"tiny");
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn msg_error_belongs_to_the_thread_that_failed() {
+    let q = Arc::new(create(4096));
+    let id = q.clone().msg_id();
+    let too_big = vec![0u8; q.max_message_size() as usize + 1];
+    assert_eq!(msg_put(id, &too_big, b"", 0.0), -1);
+    // Another thread sees nothing of this thread's failure, and its own stays with it.
+    std::thread::spawn(move || {
+        assert_eq!(msg_error(), Ok(()));
+        assert_eq!(msg_take(0, 0.0), FAILED);
+        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+        assert_eq!(msg_error(), Ok(()));
+        assert_eq!(msg_take(id, f64::NAN), FAILED);
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(msg_error(), Err(QueueError::TooLarge { .. })));
+    assert_eq!(msg_error(), Ok(()));
+    // Threads failing at the same time each raise their own error.
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    if t % 2 == 0 {
+                        assert_eq!(msg_take(0, 0.0), FAILED);
+                        assert!(matches!(msg_error(), Err(QueueError::Closed { .. })));
+                    } else {
+                        assert_eq!(msg_take(id, f64::NAN), FAILED);
+                        assert!(matches!(
+                            msg_error(),
+                            Err(QueueError::InvalidArgument { .. })
+                        ));
+                    }
+                    assert_eq!(msg_error(), Ok(()));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(msg_error(), Ok(()));
 }
 
 #[test]
@@ -504,47 +824,112 @@ fn attached_count_is_exact_whatever_the_lock_order() {
     assert_eq!(info.iter().find(|i| i.name == name).unwrap().attached, 3);
 }
 
+/// Set in a child process started by `stats_list_the_attached_pids`: the queue it attaches to.
+const ATTACH_ENV: &str = "SAGE_QUEUE_TEST_ATTACH";
+
 #[test]
-fn table_layout_batches() {
-    use sage_queue::{raw_get_many_view, raw_put_many, raw_view_address};
-    let q = Arc::new(create(1 << 16));
-    let id = q.clone().raw_id();
-    let items: Vec<Vec<u8>> = (0..100).map(|i| payload(i, (i % 7) as usize)).collect();
-    let lens: Vec<u8> = items
-        .iter()
-        .flat_map(|m| (m.len() as u32).to_le_bytes())
-        .collect();
-    let body: Vec<u8> = items.concat();
-    assert_eq!(raw_put_many(id, &lens, &body, 0.0).unwrap(), 100);
-    let n = raw_get_many_view(id, 64, u64::MAX, 0.0).unwrap() as usize;
-    let view = unsafe { std::slice::from_raw_parts(raw_view_address() as *const u8, n) };
-    let count = u32::from_le_bytes(view[n - 4..].try_into().unwrap()) as usize;
-    assert_eq!(count, 64);
-    let table = &view[n - 4 - 4 * count..n - 4];
-    let mut off = 0;
-    for (i, l) in table.chunks_exact(4).enumerate() {
-        let l = u32::from_le_bytes(l.try_into().unwrap()) as usize;
-        assert_eq!(&view[off..off + l], &items[i][..]);
-        off += l;
+fn stats_list_the_attached_pids() {
+    if let Ok(name) = std::env::var(ATTACH_ENV) {
+        // The child: this test binary run again for this test alone. Stay attached until the
+        // parent closes our stdin.
+        let q = SageQueue::open(&name, true).unwrap();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new()).unwrap();
+        q.detach();
+        return;
     }
-    assert_eq!(off, n - 4 - 4 * count);
-    // Lengths that do not add up are refused whole.
-    for (l, b) in [
-        (&lens[..3], &body[..]),
-        (&lens[..], &body[..body.len() - 1]),
-    ] {
-        assert!(matches!(
-            raw_put_many(id, l, b, 0.0),
-            Err(QueueError::InvalidArgument { .. })
-        ));
+    let name = unique("pids");
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
+    let me = std::process::id();
+    let s = q.stats().unwrap();
+    assert_eq!((s.pids, s.attached), (vec![me], 1));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stats_list_the_attached_pids",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(ATTACH_ENV, &name)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let theirs = child.id();
+    let start = Instant::now();
+    let s = loop {
+        let s = q.stats().unwrap();
+        if s.pids.contains(&theirs) {
+            break s;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the child left before attaching: {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the child never attached: {:?}",
+            s.pids
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut both = vec![me, theirs];
+    both.sort_unstable();
+    assert_eq!((s.pids, s.attached), (both.clone(), 2));
+    // One pid per handle: a second handle in this process is listed again.
+    let second = SageQueue::open(&name, true).unwrap();
+    let s = second.stats().unwrap();
+    let mut three = vec![me, me, theirs];
+    three.sort_unstable();
+    assert_eq!((s.pids, s.attached), (three, 3));
+    drop(second);
+    assert_eq!(q.stats().unwrap().pids, both);
+    let info = list_queues().unwrap();
+    assert_eq!(info.iter().find(|i| i.name == name).unwrap().attached, 2);
+    // Once the child has exited, its pid is gone.
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let s = q.stats().unwrap();
+    assert_eq!((s.pids, s.attached), (vec![me], 1));
+}
+
+/// Poll `cond` every millisecond for up to 30 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let mut extra = body.clone();
-    extra.push(1);
-    assert!(matches!(
-        raw_put_many(id, &lens, &extra, 0.0),
-        Err(QueueError::InvalidArgument { .. })
-    ));
-    assert_eq!(q.qsize(), 36);
+}
+
+#[test]
+fn stats_count_the_callers_waiting() {
+    let q = Arc::new(create(4096));
+    let s = q.stats().unwrap();
+    assert_eq!((s.consumers_waiting, s.producers_waiting), (0, 0));
+    let q2 = q.clone();
+    let getter = std::thread::spawn(move || q2.get(60.0));
+    eventually("a consumer waiting", || {
+        q.stats().unwrap().consumers_waiting == 1
+    });
+    assert_eq!(q.stats().unwrap().producers_waiting, 0);
+    q.put(b"wake", 0.0).unwrap();
+    assert_eq!(getter.join().unwrap().unwrap(), b"wake");
+    let s = q.stats().unwrap();
+    assert_eq!((s.consumers_waiting, s.producers_waiting), (0, 0));
+
+    // A producer waiting for room (here, under the item bound).
+    let b = Arc::new(SageQueue::create(&unique("waiting"), 4096, 0o600, true, 1).unwrap());
+    b.put(b"a", 0.0).unwrap();
+    let b2 = b.clone();
+    let putter = std::thread::spawn(move || b2.put(b"b", 60.0));
+    eventually("a producer waiting", || {
+        b.stats().unwrap().producers_waiting == 1
+    });
+    assert_eq!(b.stats().unwrap().consumers_waiting, 0);
+    assert_eq!(b.get(0.0).unwrap(), b"a");
+    putter.join().unwrap().unwrap();
+    let s = b.stats().unwrap();
+    assert_eq!((s.consumers_waiting, s.producers_waiting), (0, 0));
+    assert_eq!(b.get(0.0).unwrap(), b"b");
 }
 
 #[test]
@@ -663,38 +1048,32 @@ fn a_shortened_segment_fails_instead_of_crashing() {
 
 #[test]
 fn nan_timeouts_are_refused_and_infinity_waits_forever() {
-    use sage_queue::*;
     let q = Arc::new(create(65536));
-    let id = q.clone().raw_id();
+    let id = q.clone().msg_id();
     q.put(b"kept", 0.0).unwrap();
     let nan = f64::NAN;
-    let f = frames(&[b"a".to_vec()]);
     let lens = 1u32.to_le_bytes();
+    // A message call's failure, as the error msg_error raises.
+    let raised = |failed: bool| {
+        assert!(failed, "the call did not fail");
+        msg_error()
+    };
     let results: Vec<(&str, Result<(), QueueError>)> = vec![
         ("put", q.put(b"x", nan)),
         ("put_pair", q.put_pair(b"x", b"y", nan)),
         ("get", q.get(nan).map(|_| ())),
-        ("put_batch", q.put_batch(&f, nan).map(|_| ())),
-        ("put_many", q.put_many(&lens, b"a", nan).map(|_| ())),
+        ("put_batch", q.put_batch(&lens, b"a", nan).map(|_| ())),
         ("get_batch", q.get_batch(4, 100, nan).map(|_| ())),
         ("join", q.join(nan).map(|_| ())),
-        ("raw_put", raw_put(id, b"x", nan)),
-        ("raw_put_pair", raw_put_pair(id, b"x", b"y", nan)),
-        ("raw_get", raw_get(id, nan).map(|_| ())),
-        ("raw_put_batch", raw_put_batch(id, &f, nan).map(|_| ())),
+        ("msg_put", raised(msg_put(id, b"x", b"y", nan) == -1)),
+        ("msg_take", raised(msg_take(id, nan) == FAILED)),
         (
-            "raw_put_many",
-            raw_put_many(id, &lens, b"a", nan).map(|_| ()),
-        ),
-        ("raw_get_batch", raw_get_batch(id, 4, 100, nan).map(|_| ())),
-        ("raw_get_view", raw_get_view(id, nan).map(|_| ())),
-        (
-            "raw_get_batch_view",
-            raw_get_batch_view(id, 4, 100, nan).map(|_| ()),
+            "msg_put_batch",
+            raised(msg_put_batch(id, &lens, b"a", nan) == -1),
         ),
         (
-            "raw_get_many_view",
-            raw_get_many_view(id, 4, 100, nan).map(|_| ()),
+            "msg_take_batch",
+            raised(msg_take_batch(id, 4, 100, nan) == FAILED),
         ),
     ];
     for (what, r) in results {
@@ -718,9 +1097,10 @@ fn nan_timeouts_are_refused_and_infinity_waits_forever() {
     assert_eq!(q.get(f64::INFINITY).unwrap(), b"late");
     t.join().unwrap();
     q.put(b"x", f64::INFINITY).unwrap();
+    // The take layout: the payload, its u32 length, the u32 count.
     assert_eq!(
         q.get_batch(4, 100, f64::INFINITY).unwrap(),
-        frames(&[b"x".to_vec()])
+        [b'x', 1, 0, 0, 0, 1, 0, 0, 0]
     );
     q.task_done(3).unwrap();
     assert!(q.join(f64::INFINITY).unwrap());

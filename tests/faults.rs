@@ -121,8 +121,7 @@ fn kill_at_every_step() {
     let name = unique("batch");
     let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
     kill_child_at(&name, Step::Written, |q| {
-        let f = frames(&[vec![1u8; 10], vec![2u8; 20], vec![3u8; 30]]);
-        q.put_batch(&f, 0.0).unwrap();
+        put_table(q, &[vec![1u8; 10], vec![2u8; 20], vec![3u8; 30]], 0.0).unwrap();
     });
     q.put(b"after", 0.0).unwrap();
     assert_eq!(q.get(2.0).unwrap(), b"after");

@@ -49,11 +49,21 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     (0..len).map(|_| r.next_u64() as u8).collect()
 }
 
-pub fn frames(msgs: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in msgs {
-        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
-        out.extend_from_slice(m);
-    }
-    out
+/// Put `msgs` as one batch in the table layout (u32 lengths, concatenated payloads).
+pub fn put_table(
+    q: &sage_queue::SageQueue,
+    msgs: &[Vec<u8>],
+    timeout: f64,
+) -> Result<u32, sage_queue::QueueError> {
+    let (lengths, payloads) = sage_queue::encode_table(msgs);
+    q.put_batch(&lengths, &payloads, timeout)
+}
+
+/// The messages of a taken batch (payloads, u32 lengths, u32 count), copied out.
+pub fn taken(buf: &[u8]) -> Vec<Vec<u8>> {
+    sage_queue::parse_taken(buf)
+        .expect("a well-formed taken batch")
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect()
 }
