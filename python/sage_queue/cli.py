@@ -7,6 +7,7 @@ a small multi-process demo.
     sage-queue rm --force NAME   ... also a file of that name that is not a valid queue
     sage-queue gc              remove queues whose processes have all exited
     sage-queue gc --invalid    ... and this user's files that are not valid queues
+    sage-queue top             live view of this user's queues (--once, --json, --prometheus)
     sage-queue demo            one producer process feeding two consumer processes
     sage-queue bench           benchmark against multiprocessing.Queue and faster-fifo
     sage-queue --version
@@ -124,7 +125,9 @@ def cmd_stat(args: argparse.Namespace) -> int:
             raise
         stats = {"name": name, "remote": True, "bridges": bridges}
     else:
-        stats["attached"] -= 1  # not counting this command's own handle
+        stats["attached"] -= 1  # not counting this command's own handle (nor its pid)
+        if os.getpid() in stats["pids"]:
+            stats["pids"].remove(os.getpid())
         del stats["serializer"]  # this command's own choice, not the queue's
         for key in ("readers", "writers", "ref_count"):
             stats[key] = stats["attached"]
@@ -189,6 +192,28 @@ def cmd_gc(args: argparse.Namespace) -> int:
                     "'sage-queue gc --invalid' removes it",
                     file=sys.stderr,
                 )
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from . import top
+
+    if args.prometheus:
+        # No sampling wait: counters and gauges only (Prometheus computes rates itself).
+        sys.stdout.write(top.prometheus_text(top.records(top.sample(args.all), None)))
+        return 0
+    if args.json or args.once:
+        recs = top.snapshot(args.interval, args.all)
+        print(top.to_json(recs) if args.json else top.text_snapshot(recs, args.interval, args.sort))
+        return 0
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(
+            "sage-queue: error: the live view needs a terminal; "
+            "use --once, --json or --prometheus",
+            file=sys.stderr,
+        )
+        return 1
+    top.run_live(args.interval, args.sort, args.all)
     return 0
 
 
@@ -301,6 +326,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="also remove this user's files that are not valid queues (listed as invalid)",
     )
     p.set_defaults(func=cmd_gc)
+
+    p = sub.add_parser("top", help="live view of this user's queues (rates, waiters, pids)")
+    p.add_argument(
+        "-i",
+        "--interval",
+        type=positive_float,
+        default=1.0,
+        help="seconds between refreshes; with --once/--json, the rates' sampling interval "
+        "(default 1)",
+    )
+    p.add_argument("--sort", choices=["name", "rate"], default="name", help="row order")
+    p.add_argument(
+        "--all", action="store_true", help="also list bridges' window queues as queues"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="print one plain-text snapshot")
+    mode.add_argument("--json", action="store_true", help="print one JSON snapshot")
+    mode.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="print the Prometheus text exposition format (for scraping)",
+    )
+    p.set_defaults(func=cmd_top)
 
     p = sub.add_parser("demo", help="one producer process feeding two consumer processes")
     p.add_argument("--count", type=positive_int, default=300_000, help="messages to send")
