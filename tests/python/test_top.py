@@ -314,17 +314,18 @@ def test_prometheus_of_an_empty_folder_is_empty():
 
 
 class Tmux:
-    """A tmux server of its own (unique socket), killed at the end."""
+    """A tmux server of its own: a unique socket in the test's temporary folder (so nothing
+    is left behind), killed at the end."""
 
     def __init__(self, tmp):
-        self.socket = f"sqtop-{uuid.uuid4().hex[:12]}"
+        self.socket = os.path.join(tmp, f"tmux-{uuid.uuid4().hex[:8]}")
         self.conf = os.path.join(tmp, "tmux.conf")
         with open(self.conf, "w") as f:
             f.write("set -g default-terminal screen\n")
 
     def run(self, *args, check=True):
         res = subprocess.run(
-            ["tmux", "-L", self.socket, "-f", self.conf, *args],
+            ["tmux", "-S", self.socket, "-f", self.conf, *args],
             capture_output=True, text=True, timeout=60, env=h.child_env(),
         )  # fmt: skip
         if check:
