@@ -261,14 +261,15 @@ fn consume(shm: &Shm, slot: usize, producers: u64, max_items: usize) -> Vec<Vec<
     let mut cache = Cache::default();
     let mut got = Vec::new();
     for _ in 0..TRIES {
-        let mut sink = |r: &Ring, pos: u64, len: u64| {
-            let mut m = Vec::new();
-            r.copy_out(pos, len, &mut m);
-            got.push(m);
-        };
+        let mut out = Vec::new();
         let n = ring
-            .try_get(&mut cache, max_items, u64::MAX, &mut sink)
+            .try_get(&mut cache, max_items, u64::MAX, &mut out)
             .expect("try_get");
+        let mut at = 0;
+        for &(_, len) in cache.taken().iter().take(n) {
+            got.push(out[at..at + len as usize].to_vec());
+            at += len as usize;
+        }
         if n > 0 {
             let max = shm.hdr.id.max_items;
             let count = shm.hdr.items.count.load(SeqCst);

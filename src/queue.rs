@@ -304,19 +304,19 @@ impl SageQueue {
 
     /// `get`, appending the message to `out`.
     pub fn get_into(&self, out: &mut Vec<u8>, timeout: Timeout) -> Result<()> {
-        self.take(1, u64::MAX, timeout, &mut |r, pos, len| {
-            r.copy_out(pos, len, out)
-        })
+        self.take(1, u64::MAX, timeout, out, |_| {})
     }
 
     /// Wait up to `timeout` for a message, then take up to `max_items` (payloads totalling at
-    /// most `max_bytes`, at least one), handing each to `sink` while it is still in the ring.
+    /// most `max_bytes`, at least one), their payloads appended to `out`; `taken` gets the
+    /// (position, length) of each.
     fn take(
         &self,
         max_items: u32,
         max_bytes: u64,
         timeout: Timeout,
-        sink: &mut dyn FnMut(&Ring, u64, u64),
+        out: &mut Vec<u8>,
+        mut taken: impl FnMut(&[(u64, u64)]),
     ) -> Result<()> {
         if max_items == 0 {
             return Err(QueueError::invalid("max_items must be at least 1"));
@@ -328,7 +328,10 @@ impl SageQueue {
             &h.cons.waits_empty,
             QueueError::Empty,
             |ring, cache| {
-                let n = ring.try_get(cache, max_items as usize, max_bytes, sink)?;
+                let n = ring.try_get(cache, max_items as usize, max_bytes, out)?;
+                if n > 0 {
+                    taken(cache.taken());
+                }
                 Ok((n > 0).then_some(()))
             },
             |ring| ring.head_ready(),
@@ -336,7 +339,7 @@ impl SageQueue {
     }
 
     /// Put a batch in the table layout (batch.rs): u32 little-endian `lengths`, concatenated
-    /// `payloads`, in order. Frames go in order; when the timeout ends part way, the ones
+    /// `payloads`, in order; when the timeout ends part way, the ones
     /// already put stay put and the count says how many (Full only when none was put).
     pub fn put_batch(&self, lengths: &[u8], payloads: &[u8], timeout: Timeout) -> Result<u32> {
         let msgs = parse_table(lengths, payloads)?;
@@ -388,9 +391,8 @@ impl SageQueue {
         timeout: Timeout,
     ) -> Result<()> {
         let mut lens: Vec<u32> = Vec::new();
-        self.take(max_items, max_bytes, timeout, &mut |r, pos, len| {
-            lens.push(len as u32);
-            r.copy_out(pos, len, out)
+        self.take(max_items, max_bytes, timeout, out, |records| {
+            lens.extend(records.iter().map(|&(_, len)| len as u32))
         })?;
         for l in &lens {
             out.extend_from_slice(&l.to_le_bytes());

@@ -4,7 +4,9 @@
 //! Producers claim space with one CAS on `tail` after announcing the range in their slot's
 //! claim intent, write a WRITING header, copy the payload, then store COMMITTED. Consumers read
 //! `tail` (so the header they look at belongs to the current lap), see COMMITTED at `head`,
-//! announce a read intent, CAS `head` past the record(s), copy out, then store CONSUMED. After
+//! copy the payloads out, announce a read intent, CAS `head` past the record(s) (a failed CAS
+//! discards the copy, which may be torn), then store CONSUMED. A view pins its record
+//! instead: it stays COMMITTED below `head`, covered by the slot's pin intent, until released. After
 //! the CAS only the COMMITTED records a consumer took are its own: padding and dead records
 //! below `head` may be freed and their place reused at once, so it never reads them again. The
 //! holder of the release lock zeroes consumed records in order and advances `released`; every
@@ -63,6 +65,13 @@ pub struct Cache {
     taking: Vec<(u64, u64)>,
 }
 
+impl Cache {
+    /// The (position, length) of each record the last successful take took, in order.
+    pub fn taken(&self) -> &[(u64, u64)] {
+        &self.taking
+    }
+}
+
 /// A view of a mapped segment for one handle.
 pub struct Ring<'a> {
     pub hdr: &'a Header,
@@ -85,8 +94,8 @@ pub struct Ring<'a> {
 
 /// What a take does with the records it took.
 enum Finish<'s> {
-    /// Copy each out with the sink, then mark it CONSUMED.
-    Copy(&'s mut dyn FnMut(&Ring, u64, u64)),
+    /// Copy each payload out (appended to the buffer), then mark it CONSUMED.
+    Copy(&'s mut Vec<u8>),
     /// Pin it (one record): the callback records the pin and sets the pin intent.
     Pin(&'s mut dyn FnMut(&Ring, u64, u64)),
 }
@@ -440,6 +449,18 @@ impl<'a> Ring<'a> {
         wait::wake(&self.hdr.data_wake);
     }
 
+    /// Write a loan's payload (the loom model's stand-in for the foreign caller's writes).
+    #[cfg(loom)]
+    pub(crate) fn write_loan(&self, pos: u64, payload: &[u8]) {
+        self.write_payload(pos, &Msg(payload, &[]));
+    }
+
+    /// Read a pinned record's payload (the loom model's stand-in for a view's reads).
+    #[cfg(loom)]
+    pub(crate) fn read_pinned(&self, pos: u64, len: u64, out: &mut Vec<u8>) {
+        self.read_payload(pos, len, out);
+    }
+
     /// Where the payload of the record at `pos` starts in this process's mapping.
     #[cfg(not(loom))]
     pub fn payload_address(&self, pos: u64) -> u64 {
@@ -450,15 +471,16 @@ impl<'a> Ring<'a> {
     // ---- consumers ----
 
     /// Take up to `max_items` committed messages (payload total <= max_bytes, at least one)
-    /// from the head; each payload is handed to `sink`. Returns the number taken.
+    /// from the head, their payloads appended to `out` one after the other (their positions
+    /// and lengths are then `cache.taken()`). Returns the number taken.
     pub fn try_get(
         &self,
         cache: &mut Cache,
         max_items: usize,
         max_bytes: u64,
-        sink: &mut dyn FnMut(&Ring, u64, u64),
+        out: &mut Vec<u8>,
     ) -> Result<usize> {
-        self.take(cache, max_items, max_bytes, Finish::Copy(sink))
+        self.take(cache, max_items, max_bytes, Finish::Copy(out))
     }
 
     /// Take the next committed message and pin it: it stays COMMITTED (so nothing releases
@@ -598,6 +620,24 @@ impl<'a> Ring<'a> {
                 }
                 return Ok(0);
             }
+            // A plain take copies first and takes after: the copy is kept only if the head
+            // CAS below succeeds, which proves nobody else took these records (so nobody
+            // released or rewrote them) while it ran; positions never repeat, so a head back
+            // at `h` is always this lap's. A consumer stopped mid-copy therefore holds back
+            // nothing: only the few stores between the CAS and CONSUMED are a window.
+            let copied_from = if let Finish::Copy(out) = &mut finish {
+                let mark = out.len();
+                for &(q, len) in &cache.taking {
+                    self.read_payload(q, len, out);
+                }
+                #[cfg(loom)]
+                if self.yield_at_taken {
+                    loom::thread::yield_now();
+                }
+                Some(mark)
+            } else {
+                None
+            };
             me.read_end.store(p, Relaxed);
             me.read_start.store(h, Relaxed);
             let items = cache.taking.len();
@@ -621,6 +661,10 @@ impl<'a> Ring<'a> {
                 me.read_start.store(NONE, Relaxed);
                 if let Some(g) = &bound {
                     g.clear_journal();
+                }
+                // The copy may be torn (others took, released and rewrote the records).
+                if let (Finish::Copy(out), Some(mark)) = (&mut finish, copied_from) {
+                    out.truncate(mark);
                 }
                 continue;
             }
@@ -648,9 +692,8 @@ impl<'a> Ring<'a> {
             // records between them are free once the head is past them: a releaser may zero
             // them and a producer reuse their place, so their headers are never read again.
             match &mut finish {
-                Finish::Copy(sink) => {
+                Finish::Copy(_) => {
                     for &(q, len) in &cache.taking {
-                        sink(self, q, len);
                         self.hword(q).store(word(len, CONSUMED), SeqCst);
                     }
                 }
@@ -673,11 +716,6 @@ impl<'a> Ring<'a> {
             }
             return Ok(items);
         }
-    }
-
-    /// Append the payload of record `pos` to `out` (for `try_get` sinks).
-    pub fn copy_out(&self, pos: u64, len: u64, out: &mut Vec<u8>) {
-        self.read_payload(pos, len, out)
     }
 
     /// Whether the record at the head is ready to take or skip (used while waiting).
