@@ -45,7 +45,9 @@ test_all() {
     "$PY" -m ruff check python tests examples bench
     step "Python: types (mypy --strict on examples/typed_usage.py, against the installed wheel)"
     "$PY" -m mypy --strict examples/typed_usage.py
-    step "Python: tests (against the installed wheel)"
+    step "Python: tests (against the installed wheel; tmux for the sage-queue top screen test)"
+    command -v tmux >/dev/null || apt-get install -y -q tmux >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q tmux >/dev/null; }
     "$PY" -m pytest tests/python -q
     step "Python: kill -9 torture and soak (short versions)"
     "$PY" -m pytest tests/torture -q

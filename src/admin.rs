@@ -128,6 +128,16 @@ pub fn max_message_size(capacity: u64) -> u64 {
     layout::max_message(layout::round_capacity(capacity).unwrap_or(layout::MAX_CAPACITY))
 }
 
+/// The statistics of queue `name`, read from its header without attaching (so a reader such
+/// as `sage-queue top` never holds a queue, is never counted, never removes one).
+pub fn queue_stats(name: &str) -> Result<QueueStats> {
+    name::validate(name)?;
+    let path = segment::segment_path(name);
+    let seg = Segment::open(&path, name, false)?;
+    let pids = attach::other_pids(&seg.file, seg.slots());
+    Ok(stats_of(&seg, name, pids, None))
+}
+
 /// Remove queue `name`'s segment. A file there that is not a valid segment (NotAQueue, or
 /// Incompatible: another layout version) is left alone and its error returned, unless `force`:
 /// then it is removed if it is a regular file of this user (never a symbolic link's target,

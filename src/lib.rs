@@ -44,7 +44,8 @@ mod wait;
 
 #[cfg(not(loom))]
 pub use admin::{
-    collect_garbage, list_queues, max_message_size, queue_dir, unlink_queue, validate_name,
+    collect_garbage, list_queues, max_message_size, queue_dir, queue_stats, unlink_queue,
+    validate_name,
     QueueInfo, QueueStats,
 };
 #[cfg(not(loom))]

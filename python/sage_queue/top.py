@@ -1,16 +1,9 @@
 """``sage-queue top``: a live view of this user's queues, read from their shared headers.
 
-There is no agent process: every refresh lists the queue folder (``_native.list_queues()``,
-which reads each header without attaching) and reads each queue's full statistics through a
-brief attachment, released at once:
-
-* the attachment is opened with auto_cleanup off, so top never removes a queue, and it is
-  released before the next queue is read, so top never keeps a queue alive between reads;
-* top's own attachment is left out of ``attached`` and ``pids`` (the view says so).
-
-(A queue whose last process closes it during such a read, tens of microseconds, is left in
-place, as with ``sage-queue stat``: that process sees top attached. ``sage-queue gc``
-removes it. A native statistics call that does not attach would close this gap.)
+There is no agent process: every refresh lists the queue folder (``_native.list_queues()``)
+and reads each queue's full statistics from its header (``_native.queue_stats()``), neither
+of which attaches: top is never counted in ``attached`` or ``pids``, never keeps a queue
+alive and never removes one.
 
 Rates (messages/s and bytes/s put and taken) are the difference of ``msgs_in``/``msgs_out``/
 ``bytes_in``/``bytes_out`` between two reads of the same queue, divided by the time between
@@ -46,7 +39,7 @@ RECORD_KEYS = (
     "messages", "used_bytes", "free_bytes", "fill", "fill_bytes", "fill_items",
     "msgs_in", "msgs_out", "bytes_in", "bytes_out",
     "put_msgs_per_s", "get_msgs_per_s", "put_bytes_per_s", "get_bytes_per_s", "rate_interval_s",
-    "attached", "pids", "producers_waiting", "consumers_waiting",
+    "attached", "pids", "producers_waiting", "consumers_waiting", "pinned", "pinned_bytes",
     "waits_full", "waits_empty", "lost", "recovered", "unfinished_tasks", "closed",
     "creator_pid", "owner_uid", "created_unix_ms",
     "bridges", "gateways",
@@ -61,26 +54,15 @@ Row = Dict[str, Any]
 
 
 def read_stats(name: str) -> Dict[str, Any]:
-    """Every native statistic of queue ``name``, through an attachment released at once.
-
-    auto_cleanup is off for it, so reading never removes the queue; the attachment is left out
-    of ``attached`` and ``pids``. QueueNotFound if the queue went away, other SageQueueErrors
-    if it cannot be read."""
+    """Every native statistic of queue ``name``, read from its header without attaching
+    (``queue_stats``): reading never holds, counts or removes the queue. QueueNotFound if the
+    queue went away, other SageQueueErrors if it cannot be read."""
     try:
-        native = _native.SageQueue.open(name, False)
-        try:
-            s = native.stats()
-        finally:
-            native.detach()
+        s = _native.queue_stats(name)
     except _native.QueueError as e:
         raise from_native(e, name) from None
     stats = {f: getattr(s, f) for f in _STATS_FIELDS}
-    pids = list(stats["pids"])
-    me = os.getpid()
-    if me in pids:
-        pids.remove(me)  # one entry: this read's own attachment
-    stats["pids"] = pids
-    stats["attached"] = max(0, int(stats["attached"]) - 1)
+    stats["pids"] = list(stats["pids"])
     return stats
 
 
@@ -316,6 +298,7 @@ COLUMNS: List[Tuple[str, int, bool, _Cell]] = [
     ("ATT", 3, True, lambda r: str(r["attached"])),
     ("PWAIT", 5, True, lambda r: str(r["producers_waiting"])),
     ("CWAIT", 5, True, lambda r: str(r["consumers_waiting"])),
+    ("PIN", 4, True, lambda r: str(r["pinned"])),
     ("LOST", 5, True, lambda r: _num(r["lost"])),
     ("RECOV", 5, True, lambda r: _num(r["recovered"])),
     ("MAXITEMS", 8, True, lambda r: _bound(r["max_items"])),
@@ -404,8 +387,8 @@ def title_lines(recs: List[Dict[str, Any]], interval: float, sort: str) -> List[
     return [
         f"sage-queue top  {folder}  {count} queue(s)  every {interval:g} s  "
         f"sorted by {sort}  {time.strftime('%H:%M:%S')}",
-        f"ATT and PIDS leave out this top's own brief attachment (pid {os.getpid()}); "
-        "rates: messages and bytes per second put and taken",
+        f"read from the headers without attaching (top is pid {os.getpid()}); "
+        "rates: messages and bytes per second put and taken; PIN: views pinned now",
     ]
 
 
@@ -485,12 +468,15 @@ _QUEUE_METRICS = (
     ("sage_queue_unfinished_tasks", "gauge", "Messages put and not yet marked task_done.",
      "unfinished_tasks"),
     ("sage_queue_attached_processes", "gauge",
-     "Handles attached to the queue (this exporter's own brief attachment left out).",
+     "Handles attached to the queue.",
      "attached"),
     ("sage_queue_producers_waiting", "gauge", "Callers asleep now waiting for room.",
      "producers_waiting"),
     ("sage_queue_consumers_waiting", "gauge", "Callers asleep now waiting for a message.",
      "consumers_waiting"),
+    ("sage_queue_pinned", "gauge", "Views pinned now (messages read in place).", "pinned"),
+    ("sage_queue_pinned_bytes", "gauge", "Payload bytes of the views pinned now.",
+     "pinned_bytes"),
     ("sage_queue_closed", "gauge", "1 if the queue was removed (closed for every attacher).",
      "closed"),
 )  # fmt: skip

@@ -101,7 +101,7 @@ def not_a_queue_file(queue_dir, name, content=b"junk"):
 
 # The cells of a queue's row of the table (the FILL column is two tokens: bar and percent).
 COLUMNS = ["name", "depth", "bytes", "bar", "fill", "put/s", "get/s", "putB/s", "getB/s",
-           "att", "pwait", "cwait", "lost", "recov", "maxitems", "closed", "pids"]  # fmt: skip
+           "att", "pwait", "cwait", "pin", "lost", "recov", "maxitems", "closed", "pids"]  # fmt: skip
 
 
 def row_of(text, name):
@@ -122,14 +122,14 @@ def test_once_prints_each_queue_without_counting_itself(make_queue):
     make_queue(h.unique_name("b"))
     proc, out, err = cli("top", "--once", "--interval", "0.2")
     assert proc.returncode == 0, err
-    assert "own brief attachment" in out  # the view says top leaves itself out
+    assert "without attaching" in out  # the view says top is not attached
     row = row_of(out, bounded.name)
     assert row is not None, out
     assert row["depth"] == "3" and row["maxitems"] == "50" and row["fill"] == "6%"
     assert row["put/s"] == "0" and row["closed"] == "no"
-    # Only this test process is attached: top's own attachment is left out.
+    # Only this test process is attached: top reads without attaching.
     assert row["att"] == "1" and row["pids"] == str(os.getpid())
-    assert f"(pid {proc.pid})" in out
+    assert f"top is pid {proc.pid})" in out
 
 
 def test_once_with_no_queues():
@@ -360,7 +360,6 @@ def rate(screen, name):
     return None if row is None else row["put/s"]
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_live_view_in_a_terminal(make_queue, queue_dir):
     busy = make_queue(h.unique_name("busy"), maxsize=1 << 22)
     still = make_queue(h.unique_name("still"))
@@ -391,8 +390,8 @@ def test_live_view_in_a_terminal(make_queue, queue_dir):
                            lambda s: row_of(s, still.name) and row_of(s, busy.name))  # fmt: skip
         assert row_of(screen, still.name)["depth"] == "7"
         assert re.search(rf"{bad} +invalid: not a sage-queue segment", screen)
-        assert "own brief attachment" in screen
-        top_pid = int(re.search(r"own brief attachment \(pid (\d+)\)", screen)[1])
+        assert "without attaching" in screen
+        top_pid = int(re.search(r"top is pid (\d+)\)", screen)[1])
         assert str(top_pid) not in row_of(screen, busy.name)["pids"].split(",")
         row = row_of(screen, busy.name)
         assert sorted(row["pids"].split(",")) == sorted(
