@@ -148,9 +148,10 @@ func inspect(_ q: Queue) throws {
 
 let args = CommandLine.arguments
 let role = args[1]
-let q = try Queue.open(args[2])
 var status: Int32 = 0
 do {
+    let q = try Queue.open(args[2])
+    defer { q.detach() }
     switch role {
     case "produce": print(try produce(q, Int(args[3])!, Int(args[4])!, args[5]))
     case "consume": print(try consume(q, Int(args[3])!, Int(args[4])!, args[5]))
@@ -161,6 +162,9 @@ do {
 } catch QueueError.Empty {
     print("{\"error\": \"timed out waiting for a message\"}")
     status = 1
+} catch {
+    // Any other failure (Incompatible, NotFound, ...): said on stderr, exit 1, no crash dump.
+    fputs("sage-queue-interop-peer \(role): \(error)\n", stderr)
+    status = 1
 }
-q.detach()
 exit(status)
