@@ -41,12 +41,13 @@ mod registry;
 mod ring;
 mod segment;
 mod wait;
+#[cfg(not(loom))]
+mod watch;
 
 #[cfg(not(loom))]
 pub use admin::{
     collect_garbage, list_queues, max_message_size, queue_dir, queue_stats, unlink_queue,
-    validate_name,
-    QueueInfo, QueueStats,
+    validate_name, QueueInfo, QueueStats,
 };
 #[cfg(not(loom))]
 pub use batch::{encode_table, parse_taken};
@@ -56,8 +57,8 @@ pub use fault::{stop_at, Step};
 #[cfg(not(loom))]
 pub use message::{
     msg_abort, msg_commit, msg_error, msg_loan, msg_pin, msg_pin_address, msg_put, msg_put_batch,
-    msg_take, msg_take_batch, msg_try_put, msg_try_take, msg_unpin, msg_view_address,
-    msg_view_capacity, FAILED, NOTHING,
+    msg_ready_async, msg_take, msg_take_batch, msg_try_put, msg_try_take, msg_unpin,
+    msg_view_address, msg_view_capacity, FAILED, NOTHING, READY_DATA, READY_SPACE, READY_TASKS,
 };
 #[cfg(not(loom))]
 pub use queue::SageQueue;

@@ -11,8 +11,12 @@
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use std::time::Instant;
+
 use crate::error::{QueueError, Result};
 use crate::registry::lookup;
+use crate::wait::Deadline;
+use crate::watch::{self, Line};
 
 /// msg_take / msg_take_batch: nothing came before the timeout.
 pub const NOTHING: u64 = u64::MAX;
@@ -143,6 +147,42 @@ pub fn msg_pin_address() -> u64 {
 
 pub fn msg_unpin(id: u64, address: u64) -> i8 {
     done(guarded(|| lookup(id)?.unpin(address)))
+}
+
+// ---- async: awaited by Kotlin coroutines, Swift tasks and Python's asyncio ----
+
+/// The lines `msg_ready_async` waits on, by number.
+pub const READY_DATA: u8 = 0;
+pub const READY_SPACE: u8 = 1;
+pub const READY_TASKS: u8 = 2;
+
+/// Wait, without a thread per waiter (watch.rs), until the queue may let a caller make
+/// progress on `line`: a message to take, room to put, every task done, or the queue closed.
+/// True then; false when the timeout ends first. It never takes or puts: the caller tries its
+/// non-waiting call afterwards (and again after another wait if someone else was faster), so
+/// cancelling this wait (dropping the future) can lose or duplicate nothing.
+pub async fn msg_ready_async(id: u64, line: u8, timeout: f64) -> Result<bool> {
+    let q = lookup(id)?;
+    let line = match line {
+        READY_DATA => Line::Data,
+        READY_SPACE => Line::Space,
+        READY_TASKS => Line::Tasks,
+        other => {
+            return Err(QueueError::invalid(format!(
+                "line must be 0 (data), 1 (space) or 2 (tasks), not {other}"
+            )))
+        }
+    };
+    let deadline = Deadline::from_secs(timeout)?;
+    if q.can_progress(line) {
+        return Ok(true);
+    }
+    if deadline.is_immediate() {
+        return Ok(false);
+    }
+    let end = deadline.end();
+    watch::ready(q.clone(), line, end).await;
+    Ok(q.can_progress(line) || end.map_or(true, |e| Instant::now() < e))
 }
 
 pub fn msg_view_address() -> u64 {

@@ -189,7 +189,7 @@ impl SageQueue {
         lock(&self.local)
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Acquire) {
             return Err(QueueError::closed("this handle was closed"));
         }
@@ -197,6 +197,17 @@ impl SageQueue {
             return Err(QueueError::closed("the queue was unlinked"));
         }
         Ok(())
+    }
+
+    /// The segment's header (for the async watcher, watch.rs).
+    pub(crate) fn header(&self) -> &crate::layout::Header {
+        self.seg.header()
+    }
+
+    /// Whether every message put was marked done (what join waits for).
+    pub(crate) fn all_tasks_done(&self) -> bool {
+        let h = self.seg.header();
+        h.tasks.tasks_done.load(SeqCst) >= h.prod.msgs_in.load(SeqCst)
     }
 
     fn any_closed(&self) -> bool {

@@ -49,6 +49,85 @@ pub fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+/// Wake the threads of this process sleeping on `word`, a private (process-local) futex.
+#[cfg(not(loom))]
+pub fn futex_wake_private(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not touch memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// The kernel's `struct futex_waitv`.
+#[cfg(not(loom))]
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// Sleep until any of `words` (shared futex words in mappings that outlive the call, each
+/// with the value it must still hold) or the private `control` word changes or is woken, at
+/// most `timeout` (futex_waitv, Linux 5.16+; at most 127 words). Returns early for any of
+/// them; callers re-check.
+#[cfg(not(loom))]
+pub fn futex_waitv(
+    words: &[(*const AtomicU32, u32)],
+    control: (&AtomicU32, u32),
+    timeout: Duration,
+) {
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    const FUTEX2_PRIVATE: u32 = 128;
+    let mut list: Vec<FutexWaitv> = words
+        .iter()
+        .map(|&(w, val)| FutexWaitv {
+            val: val as u64,
+            uaddr: w as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    list.push(FutexWaitv {
+        val: control.1 as u64,
+        uaddr: control.0.as_ptr() as u64,
+        flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
+        reserved: 0,
+    });
+    // SAFETY: CLOCK_MONOTONIC is a valid clock and `now` a writable timespec.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let total = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
+    let end = libc::timespec {
+        tv_sec: now.tv_sec
+            + timeout.as_secs() as libc::time_t
+            + (total / 1_000_000_000) as libc::time_t,
+        tv_nsec: (total % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `list` holds valid futex_waitv entries whose words are aligned u32s that stay
+    // mapped for the call (the caller keeps their queues alive); `end` is a valid absolute
+    // CLOCK_MONOTONIC time. The kernel only reads them.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            list.as_ptr(),
+            list.len() as libc::c_uint,
+            0u32,
+            &end as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        );
+    }
+}
+
 // The loom model never sleeps (its threads retry after `loom::thread::yield_now`): no futex.
 #[cfg(loom)]
 pub fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Duration) {}
@@ -115,6 +194,11 @@ impl Deadline {
             immediate: false,
         }
     }
+    /// When the time is up (None: never, or at once when immediate).
+    pub fn end(&self) -> Option<Instant> {
+        self.end
+    }
+
     /// Try once, never wait.
     pub fn is_immediate(&self) -> bool {
         self.immediate

@@ -24,10 +24,10 @@ import queue
 import stat
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from . import _fastpath as _fast
-from . import _handles, _native
+from . import _handles, _native, aio
 from .errors import (
     BatchFull,
     DeserializationError,
@@ -142,6 +142,9 @@ def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
     wait = float(timeout)
     return None if wait == math.inf else wait
 
+
+# iter_async's "no sentinel".
+_NO_SENTINEL: Any = object()
 
 # The first byte of a message that carries a bytes item as it is (pickle streams start 0x80).
 _BYTES_TAG = b"\x00"
@@ -498,6 +501,46 @@ class SageQueue(QueueConveniences):
         if n == _NOTHING:
             raise queue.Empty
         return n
+
+    # ---- asyncio (aio.py): the same calls awaited, cancel-safe, no thread per waiter ----
+
+    async def get_async(self, timeout: Optional[float] = None) -> Any:
+        """``await q.get_async()``: get() for coroutines (queue.Empty after ``timeout``)."""
+        return await aio.get_async(self, timeout)
+
+    async def put_async(self, item: Any, timeout: Optional[float] = None) -> None:
+        """``await q.put_async(item)``: put() for coroutines (queue.Full after ``timeout``)."""
+        await aio.put_async(self, item, timeout)
+
+    async def get_many_async(
+        self,
+        timeout: Optional[float] = None,
+        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
+        *,
+        max_items: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+    ) -> List[Any]:
+        """get_many() for coroutines: wait for one item, then take what is there."""
+        return await aio.get_many_async(
+            self, timeout, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
+        )
+
+    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> int:
+        """put_many() for coroutines (BatchFull with ``count`` when the time ends part way)."""
+        return await aio.put_many_async(self, items, timeout)
+
+    async def join_async(self, timeout: Optional[float] = None) -> bool:
+        """join() for coroutines: False when ``timeout`` ends first."""
+        return await aio.join_async(self, timeout)
+
+    def iter_async(self, sentinel: Any = _NO_SENTINEL) -> AsyncIterator[Any]:
+        """``async for item in q.iter_async(sentinel=None):`` items as they come, until an
+        item equal to ``sentinel`` (not yielded) or the queue's close ends the iteration."""
+        return aio.iterate(self, sentinel, sentinel is not _NO_SENTINEL)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for item in q:`` items as they come, until the queue is closed."""
+        return aio.iterate(self)
 
     # ---- in place: loans, views, out-of-band pickles (inplace.py) ----
 

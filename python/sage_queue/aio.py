@@ -1,0 +1,152 @@
+"""asyncio for SageQueue: ``await q.get_async()``, ``put_async``, ``get_many_async``,
+``put_many_async``, ``join_async`` and ``async for item in q.iter_async()``.
+
+Each call makes the same non-waiting call as ``get_nowait``/``put_nowait`` in the event
+loop's thread, and while that finds nothing (or no room) awaits the native
+``msg_ready_async``: a UniFFI future that resolves when the queue may allow progress and
+never takes or puts anything itself. So a message is taken only by a call that returns it,
+with no await between the take and the return, and cancelling a waiting call (a timeout, a
+``task.cancel()``) can never lose, duplicate or half-put a message.
+
+No thread per waiter and no polling: the waits of every coroutine of the process are served
+by the native watcher threads (one per 127 queues waited on at once), which sleep on the
+queues' wake words; the coroutines' event loops are woken through UniFFI's continuation
+callbacks (``call_soon_threadsafe``), so any loop works (the default, uvloop, one per thread)
+and an idle program whose coroutines all wait uses no CPU. Exceptions are those of the
+blocking calls: ``queue.Empty``/``queue.Full`` when the timeout ends, ``QueueClosed`` when
+the queue is closed or removed while waiting.
+"""
+
+import math
+import queue
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, List, Optional
+
+from . import _native
+from .errors import BatchFull, from_native
+
+if TYPE_CHECKING:
+    from .queue import SageQueue
+
+DATA, SPACE, TASKS = 0, 1, 2
+_FOREVER = -1.0
+
+
+def _deadline(timeout: Optional[float]) -> Optional[float]:
+    """The monotonic time a call must end by (None: never), with queue.Queue's checks."""
+    if timeout is None or timeout == math.inf:
+        return None
+    if timeout != timeout:
+        raise ValueError("'timeout' must be a number of seconds, not NaN")
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return time.monotonic() + timeout
+
+
+async def _ready(q: "SageQueue", line: int, deadline: Optional[float]) -> bool:
+    """Wait until ``q`` may allow progress on ``line``; False when the deadline passed."""
+    left = _FOREVER if deadline is None else deadline - time.monotonic()
+    if deadline is not None and left <= 0:
+        return False
+    q._handle()  # QueueClosed on a closed handle
+    try:
+        return await _native.msg_ready_async(q._id, line, left)
+    except _native.QueueError as e:
+        raise q._error(e) from None
+
+
+async def get_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
+    deadline = _deadline(timeout)
+    while True:
+        try:
+            return q.get(block=False)
+        except queue.Empty:
+            pass
+        if not await _ready(q, DATA, deadline):
+            raise queue.Empty
+
+
+async def put_async(q: "SageQueue", item: Any, timeout: Optional[float] = None) -> None:
+    deadline = _deadline(timeout)
+    while True:
+        try:
+            return q.put(item, block=False)
+        except queue.Full:
+            pass
+        if not await _ready(q, SPACE, deadline):
+            raise queue.Full
+
+
+async def get_many_async(
+    q: "SageQueue",
+    timeout: Optional[float] = None,
+    max_messages_to_get: int = 1_000_000_000,
+    *,
+    max_items: Optional[int] = None,
+    max_bytes: Optional[int] = None,
+) -> List[Any]:
+    deadline = _deadline(timeout)
+    while True:
+        try:
+            return q.get_many(
+                False, None, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
+            )
+        except queue.Empty:
+            pass
+        if not await _ready(q, DATA, deadline):
+            raise queue.Empty
+
+
+async def put_many_async(
+    q: "SageQueue", items: Iterable[Any], timeout: Optional[float] = None
+) -> int:
+    """Put every item in order, as many per try as fit (whole messages); BatchFull (a
+    queue.Full, with ``count``) when the timeout ends part way. A cancelled call may have put
+    a prefix of the items, never part of one."""
+    deadline = _deadline(timeout)
+    rest = items if isinstance(items, list) else list(items)
+    total, done = len(rest), 0
+    while True:
+        try:
+            done += q.put_many(rest[done:], block=False)
+            return total
+        except BatchFull as e:
+            done += e.count
+        except queue.Full:
+            pass
+        if not await _ready(q, SPACE, deadline):
+            if done:
+                raise BatchFull(done, total)
+            raise queue.Full
+
+
+async def join_async(q: "SageQueue", timeout: Optional[float] = None) -> bool:
+    """Wait until every item put was marked done (task_done); False when the timeout ends
+    (``join``'s meaning with a timeout)."""
+    deadline = _deadline(timeout)
+    native = q._handle()
+    while True:
+        try:
+            if native.join(0.0):
+                return True
+        except _native.QueueError as e:
+            raise from_native(e, q.name) from None
+        if not await _ready(q, TASKS, deadline):
+            return False
+
+
+async def iterate(
+    q: "SageQueue", sentinel: Any = None, stop_on_sentinel: bool = False
+) -> AsyncIterator[Any]:
+    """Items as they come, until the queue is closed (QueueClosed ends the iteration) or,
+    with ``stop_on_sentinel``, an item equal to ``sentinel`` arrives (not yielded)."""
+    from .errors import QueueClosed
+
+    while True:
+        try:
+            item = await get_async(q)
+        except QueueClosed:
+            return
+        if stop_on_sentinel and item == sentinel:
+            return
+        yield item

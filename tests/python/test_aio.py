@@ -1,0 +1,243 @@
+"""asyncio: get_async/put_async and friends, against real producer processes: timeouts,
+prompt wake-ups, a cancellation storm (exactly once), 1,000 waiters, close while waiting,
+several loops in threads, uvloop, the bound on threads and no CPU while idle."""
+
+import asyncio
+import multiprocessing as mp
+import os
+import queue
+import random
+import resource
+import threading
+import time
+
+import pytest
+import uvloop
+from sage_queue import BatchFull, QueueClosed, SageQueue
+
+CTX = mp.get_context("fork")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _produce(name, count, pause, start):
+    q = SageQueue(name)
+    start.wait(30)
+    for i in range(count):
+        q.put(i, timeout=30)
+        if pause and i % 50 == 0:
+            time.sleep(pause)
+    q.close()
+
+
+def test_timeouts_and_prompt_wakeups(make_queue):
+    q = make_queue(maxsize=4096)
+
+    async def main():
+        t0 = time.monotonic()
+        with pytest.raises(queue.Empty):
+            await q.get_async(timeout=0.2)
+        assert 0.15 <= time.monotonic() - t0 < 2
+        await q.put_async(b"x" * 3000)
+        t0 = time.monotonic()
+        with pytest.raises(queue.Full):
+            await q.put_async(b"y" * 3000, timeout=0.2)
+        assert 0.15 <= time.monotonic() - t0 < 2
+        assert await q.get_async(timeout=1) == b"x" * 3000
+        with pytest.raises(ValueError):
+            await q.get_async(timeout=-1)
+
+    run(main())
+
+
+def test_a_put_from_another_process_wakes_a_waiting_get(make_queue):
+    q = make_queue(maxsize=1 << 16)
+    start = CTX.Event()
+    p = CTX.Process(target=_produce, args=(q.name, 1, 0, start))
+    p.start()
+
+    async def main():
+        waiter = asyncio.ensure_future(q.get_async(timeout=30))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        t0 = time.monotonic()
+        start.set()
+        assert await waiter == 0
+        return time.monotonic() - t0
+
+    assert run(main()) < 5
+    p.join(10)
+
+
+def test_cancellation_storm_every_message_exactly_once(make_queue):
+    """10,000 gets cancelled at random moments while a producer process runs (the ring is
+    small, so it runs until the end): the surviving awaits receive every message exactly
+    once."""
+    count = 2000
+    q = make_queue(maxsize=4096)
+    start = CTX.Event()
+    p = CTX.Process(target=_produce, args=(q.name, count, 0.001, start))
+    p.start()
+    rng = random.Random(7)
+
+    async def main():
+        got = []
+        cancelled = 0
+        start.set()
+        while len(got) < count or cancelled < 10_000:
+            task = asyncio.ensure_future(q.get_async(timeout=30))
+            # Cancel at a random moment: before it ran, while it waits, or as it completes.
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            if len(got) >= count or rng.random() < 0.85:
+                task.cancel()
+            try:
+                got.append(await task)
+            except asyncio.CancelledError:
+                cancelled += 1
+        return got, cancelled
+
+    got, cancelled = run(main())
+    p.join(30)
+    assert cancelled >= 10_000
+    assert sorted(got) == list(range(count)), "a message lost or received twice"
+    assert q.qsize() == 0 and q.get_stats()["lost"] == 0
+
+
+def test_a_thousand_waiters_on_one_queue_and_their_timeouts(make_queue):
+    q = make_queue(maxsize=1 << 20)
+    start = CTX.Event()
+    p = CTX.Process(target=_produce, args=(q.name, 1000, 0, start))
+    p.start()
+
+    async def main():
+        waiters = [asyncio.ensure_future(q.get_async(timeout=60)) for _ in range(1000)]
+        timed = [asyncio.ensure_future(q.get_async(timeout=0.3)) for _ in range(50)]
+        await asyncio.sleep(0.1)
+        start.set()
+        got = await asyncio.gather(*waiters)
+        late = await asyncio.gather(*timed, return_exceptions=True)
+        return got, late
+
+    got, late = run(main())
+    p.join(10)
+    values = got + [x for x in late if not isinstance(x, BaseException)]
+    assert sorted(values) == list(range(1000))
+    empties = [x for x in late if isinstance(x, queue.Empty)]
+    assert len(empties) == 50 - (len(values) - len(got))  # the rest timed out
+
+
+def test_closing_or_destroying_while_waiting_raises_queue_closed(make_queue):
+    q = make_queue(maxsize=1 << 16)
+    other = make_queue(name=q.name)
+
+    async def main():
+        waiters = [asyncio.ensure_future(q.get_async()) for _ in range(20)]
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        other.destroy()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        return results, time.monotonic() - t0
+
+    results, took = run(main())
+    assert all(isinstance(r, QueueClosed) for r in results), results
+    assert took < 2
+
+
+def test_batches_join_and_async_iteration(make_queue):
+    q = make_queue(maxsize=8192)
+
+    async def main():
+        assert await q.put_many_async(list(range(10))) == 10
+        assert await q.get_many_async(max_items=4) == [0, 1, 2, 3]
+        assert await q.get_many_async(timeout=1) == list(range(4, 10))
+        with pytest.raises(BatchFull) as info:
+            await q.put_many_async([b"x" * 1000] * 20, timeout=0.1)
+        assert 0 < info.value.count < 20
+        assert not await q.join_async(timeout=0.1)
+
+        while True:
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                break
+        for _ in range(q.get_stats()["unfinished_tasks"]):
+            q.task_done()
+        assert await q.join_async(timeout=5)
+        for i in range(3):
+            await q.put_async(i)
+        await q.put_async(None)
+        assert [i async for i in q.iter_async(sentinel=None)] == [0, 1, 2]
+
+        async def close_later():
+            await asyncio.sleep(0.1)
+            q.put("last")
+            await asyncio.sleep(0.1)
+            SageQueue(q.name).destroy()
+
+        asyncio.ensure_future(close_later())
+        assert [i async for i in q] == ["last"]
+
+    run(main())
+
+
+def test_loops_in_several_threads_and_uvloop(make_queue):
+    q = make_queue(maxsize=1 << 16)
+    results = {}
+
+    def thread_main(k):
+        async def main():
+            return [await q.get_async(timeout=10) for _ in range(50)]
+
+        results[k] = asyncio.run(main())
+
+    threads = [threading.Thread(target=thread_main, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    for i in range(200):
+        q.put(i)
+    for t in threads:
+        t.join(30)
+    assert sorted(sum(results.values(), [])) == list(range(200))
+
+    async def with_uvloop():
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        waiter = asyncio.ensure_future(q.get_async(timeout=10))
+        await asyncio.sleep(0.05)
+        q.put("uv")
+        return await waiter
+
+    assert uvloop.run(with_uvloop()) == "uv"
+
+
+def _watchers():
+    return [t for t in os.listdir(f"/proc/{os.getpid()}/task")
+            if open(f"/proc/{os.getpid()}/task/{t}/comm").read().strip() == "sq-watch"]  # fmt: skip
+
+
+def test_waiting_on_hundreds_of_queues_costs_few_threads_and_no_cpu(make_queue):
+    queues = [make_queue(maxsize=4096) for _ in range(200)]
+
+    async def main():
+        waiters = [asyncio.ensure_future(q.get_async(timeout=30)) for q in queues for _ in range(5)]
+        await asyncio.sleep(0.3)
+        threads = len(_watchers())
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.sleep(1.0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        for i, q in enumerate(queues):
+            for k in range(5):
+                q.put((i, k))
+        got = await asyncio.gather(*waiters)
+        return threads, cpu, got
+
+    threads, cpu, got = run(main())
+    # 200 queues: one watcher thread per 127 queues waited on (this process may have started
+    # one before for other tests; they are kept).
+    assert 2 <= threads <= 4
+    assert cpu < 0.1, f"{cpu:.3f} s of CPU in 1 s of 1,000 idle waiters"
+    assert sorted(got) == sorted((i, k) for i in range(200) for k in range(5))
