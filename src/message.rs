@@ -182,7 +182,7 @@ pub async fn msg_ready_async(id: u64, line: u8, timeout: f64) -> Result<bool> {
     }
     let end = deadline.end();
     watch::ready(q.clone(), line, end).await;
-    Ok(q.can_progress(line) || end.map_or(true, |e| Instant::now() < e))
+    Ok(q.can_progress(line) || end.is_none_or(|e| Instant::now() < e))
 }
 
 pub fn msg_view_address() -> u64 {

@@ -101,7 +101,8 @@ def not_a_queue_file(queue_dir, name, content=b"junk"):
 
 # The cells of a queue's row of the table (the FILL column is two tokens: bar and percent).
 COLUMNS = ["name", "depth", "bytes", "bar", "fill", "put/s", "get/s", "putB/s", "getB/s",
-           "att", "pwait", "cwait", "pin", "lost", "recov", "maxitems", "closed", "pids"]  # fmt: skip
+           "att", "pwait", "cwait", "pin", "lost", "recov", "maxitems", "closed",
+           "pids"]  # fmt: skip
 
 
 def row_of(text, name):
