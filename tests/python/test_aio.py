@@ -241,3 +241,15 @@ def test_waiting_on_hundreds_of_queues_costs_few_threads_and_no_cpu(make_queue):
     assert 2 <= threads <= 4
     assert cpu < 0.1, f"{cpu:.3f} s of CPU in 1 s of 1,000 idle waiters"
     assert sorted(got) == sorted((i, k) for i in range(200) for k in range(5))
+
+
+def test_the_asyncio_example_runs():
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    example = os.path.join(here, "..", "..", "examples", "asyncio_pipeline.py")
+    out = subprocess.run([sys.executable, example], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "received 1000 items" in out.stdout
+    assert "cancelled cleanly" in out.stdout

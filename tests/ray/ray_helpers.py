@@ -139,3 +139,23 @@ class Sink:
             else:
                 out.append(item)
         return out
+
+
+@ray.remote
+class AsyncUser:
+    """An async actor (async def methods run on the actor's event loop): several calls
+    await the same queue at once without blocking the loop."""
+
+    def __init__(self, q):
+        self.q = q
+
+    async def get_n(self, n: int) -> list:
+        return [await self.q.get_async(timeout=60) for _ in range(n)]
+
+    async def put_range(self, start: int, stop: int) -> int:
+        for i in range(start, stop):
+            await self.q.put_async(i, timeout=60)
+        return stop - start
+
+    async def ping(self) -> str:
+        return "pong"

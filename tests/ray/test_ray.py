@@ -144,6 +144,23 @@ def test_producer_and_consumer_actors_exchange_10000_items(make_queue):
         ray.kill(a)
 
 
+def test_async_actors_await_the_queue_without_blocking_their_loop(make_queue):
+    """Async Ray actors: two consumers in one actor await concurrently (and the actor still
+    answers other calls meanwhile) while an async producer actor puts."""
+    n = 2000
+    q = make_queue(maxsize=1 << 14)
+    consumer = rh.AsyncUser.options(max_concurrency=8).remote(q)
+    producer = rh.AsyncUser.remote(q)
+    halves = [consumer.get_n.remote(n // 2), consumer.get_n.remote(n // 2)]
+    assert get(consumer.ping.remote()) == "pong"  # the loop is free while both wait
+    assert get(producer.put_range.remote(0, n)) == n
+    got = get(halves[0]) + get(halves[1])
+    assert sorted(got) == list(range(n))
+    assert q.get_stats()["lost"] == 0
+    for a in (producer, consumer):
+        ray.kill(a)
+
+
 def test_pipeline_with_two_parallel_map_actors_delivers_every_item_once(make_queue):
     n = 5_000
     source_q, sink_q = make_queue(maxsize=1 << 16), make_queue(maxsize=1 << 16)
