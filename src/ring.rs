@@ -710,8 +710,12 @@ impl<'a> Ring<'a> {
                 wait::wake(&self.hdr.space_wake);
             }
             // Others may have taken and released past `p` meanwhile: then there is no backlog.
+            // A pin leaves the releasing to others (producers release when they need room),
+            // so opening a view costs the same whatever was consumed before it.
             let backlog = p.saturating_sub(self.hdr.rel.released.load(Relaxed));
-            if backlog >= self.cap / 4 || self.hdr.space_wake.waiters.load(SeqCst) > 0 {
+            let pinning = matches!(finish, Finish::Pin(_));
+            if !pinning && (backlog >= self.cap / 4 || self.hdr.space_wake.waiters.load(SeqCst) > 0)
+            {
                 self.release();
             }
             return Ok(items);
