@@ -64,6 +64,9 @@ struct Watched {
 }
 
 struct Shard {
+    /// The process that started this shard's thread (a forked child starts its own: threads
+    /// do not survive fork).
+    pid: u32,
     state: Mutex<HashMap<Key, Watched>>,
     /// A private futex word that interrupts the watcher's sleep when its list changes.
     control: AtomicU32,
@@ -86,6 +89,8 @@ fn next_token() -> u64 {
 /// The shard that watches `key`, or one with room for it (a new watcher thread if none).
 fn shard_for(key: Key) -> Arc<Shard> {
     let mut all = lock(shards());
+    let pid = std::process::id();
+    all.retain(|s| s.pid == pid);
     for s in all.iter() {
         let st = lock(&s.state);
         if st.contains_key(&key) || st.len() < WORDS_PER_WATCHER {
@@ -93,6 +98,7 @@ fn shard_for(key: Key) -> Arc<Shard> {
         }
     }
     let shard = Arc::new(Shard {
+        pid,
         state: Mutex::new(HashMap::new()),
         control: AtomicU32::new(0),
     });

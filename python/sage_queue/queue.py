@@ -385,6 +385,7 @@ class SageQueue(QueueConveniences):
         only dropped: its Rust side sees the pid change and leaves the parent's attachment
         alone."""
         self._forked_from = None
+        self._inplace = None  # the parent's views are not this process's
         try:
             native = _native.SageQueue.open(self.name, self.auto_cleanup)
         except _NativeError as e:

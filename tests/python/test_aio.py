@@ -253,3 +253,29 @@ def test_the_asyncio_example_runs():
     assert out.returncode == 0, out.stderr
     assert "received 1000 items" in out.stdout
     assert "cancelled cleanly" in out.stdout
+
+
+def _child_awaits(name, out):
+    q = SageQueue(name)
+
+    async def main():
+        return await q.get_async(timeout=10)
+
+    out.put(asyncio.run(main()))
+
+
+def test_a_forked_child_awaits_with_its_own_watcher(make_queue):
+    q = make_queue(maxsize=1 << 16)
+
+    async def warm():
+        asyncio.get_running_loop().call_later(0.05, q.put, "parent")
+        return await q.get_async(timeout=5)  # starts this process's watcher thread
+
+    assert run(warm()) == "parent"
+    out = CTX.Queue()
+    p = CTX.Process(target=_child_awaits, args=(q.name, out))
+    p.start()
+    time.sleep(0.3)
+    q.put("child")
+    assert out.get(timeout=20) == "child"
+    p.join(10)
