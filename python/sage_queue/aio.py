@@ -43,19 +43,31 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
     return time.monotonic() + timeout
 
 
-async def _ready(q: "SageQueue", line: int, deadline: Optional[float]) -> bool:
-    """Wait until ``q`` may allow progress on ``line``; False when the deadline passed."""
-    left = _FOREVER if deadline is None else deadline - time.monotonic()
-    if deadline is not None and left <= 0:
-        return False
-    q._handle()  # QueueClosed on a closed handle
-    try:
-        return await _native.msg_ready_async(q._id, line, left)
-    except _native.QueueError as e:
-        raise q._error(e) from None
+async def _ready(q: Any, line: int, deadline: Optional[float]) -> bool:
+    """Wait until ``q`` may allow progress on ``line``; False when the deadline passed.
+
+    ``q`` is a SageQueue, or a handle that names the local queue its ``line`` waits on
+    (``_wait_target(line)``) and checks its own health between waits of at most
+    ``_wait_slice`` seconds (a RemoteSageQueue: its bridge)."""
+    target = q._wait_target(line) if hasattr(q, "_wait_target") else q
+    slice_ = getattr(q, "_wait_slice", None)
+    while True:
+        left = _FOREVER if deadline is None else deadline - time.monotonic()
+        if deadline is not None and left <= 0:
+            return False
+        step = left if slice_ is None else (slice_ if left < 0 else min(left, slice_))
+        target._handle()  # QueueClosed on a closed handle
+        try:
+            if await _native.msg_ready_async(target._id, line, step):
+                return True
+        except _native.QueueError as e:
+            raise target._error(e) from None
+        if slice_ is None:
+            return False
+        q._check(force=True)  # the handle's health (raises if it cannot go on)
 
 
-async def get_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
+async def get_async(q: Any, timeout: Optional[float] = None) -> Any:
     deadline = _deadline(timeout)
     while True:
         try:
@@ -66,11 +78,12 @@ async def get_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
             raise queue.Empty
 
 
-async def put_async(q: "SageQueue", item: Any, timeout: Optional[float] = None) -> None:
+async def put_async(q: Any, item: Any, timeout: Optional[float] = None) -> None:
     deadline = _deadline(timeout)
     while True:
         try:
-            return q.put(item, block=False)
+            q.put(item, block=False)
+            return
         except queue.Full:
             pass
         if not await _ready(q, SPACE, deadline):
@@ -78,7 +91,7 @@ async def put_async(q: "SageQueue", item: Any, timeout: Optional[float] = None) 
 
 
 async def get_many_async(
-    q: "SageQueue",
+    q: Any,
     timeout: Optional[float] = None,
     max_messages_to_get: int = 1_000_000_000,
     *,
@@ -88,9 +101,10 @@ async def get_many_async(
     deadline = _deadline(timeout)
     while True:
         try:
-            return q.get_many(
+            items: List[Any] = q.get_many(
                 False, None, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
             )
+            return items
         except queue.Empty:
             pass
         if not await _ready(q, DATA, deadline):
@@ -98,7 +112,7 @@ async def get_many_async(
 
 
 async def put_many_async(
-    q: "SageQueue", items: Iterable[Any], timeout: Optional[float] = None
+    q: Any, items: Iterable[Any], timeout: Optional[float] = None
 ) -> int:
     """Put every item in order, as many per try as fit (whole messages); BatchFull (a
     queue.Full, with ``count``) when the timeout ends part way. A cancelled call may have put
@@ -136,7 +150,7 @@ async def join_async(q: "SageQueue", timeout: Optional[float] = None) -> bool:
 
 
 async def iterate(
-    q: "SageQueue", sentinel: Any = None, stop_on_sentinel: bool = False
+    q: Any, sentinel: Any = None, stop_on_sentinel: bool = False
 ) -> AsyncIterator[Any]:
     """Items as they come, until the queue is closed (QueueClosed ends the iteration) or,
     with ``stop_on_sentinel``, an item equal to ``sentinel`` arrives (not yielded)."""

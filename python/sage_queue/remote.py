@@ -35,14 +35,21 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, TypeVar
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from . import aio
 from .bridge_state import bridge_key, read_state, state_path, window_names, write_state
 from .errors import BatchFull, QueueClosed, QueueNotLocal, QueueUnavailable
-from .queue import DEFAULT_MAX_MESSAGES, QueueConveniences, SageQueue, _wait_time
+from .queue import (
+    _NO_SENTINEL,
+    DEFAULT_MAX_MESSAGES,
+    QueueConveniences,
+    SageQueue,
+    _wait_time,
+)
 from .reference import SageQueueRef, attach_reference, host_id, queue_folder, ray_node_id
 from .transfer import batch_count, put_batch, take_batch
 
@@ -290,10 +297,10 @@ class Bridge:
             ray.get_runtime_context().current_actor.__ray_terminate__.remote()
 
     def _pull_loop(self) -> None:
-        """Bring batches to this node while its consumers want them: a consumer waited on the
-        inbound window, or took from it, since the last pull (a node whose processes only
-        put never pulls). Items wait here only while consumers are attached: when the last
-        handle of the node closed, what is left goes back to the queue."""
+        """Bring batches to this node while its consumers want them: a consumer waits on the
+        inbound window now, or waited on it or took from it since the last pull (a node whose
+        processes only put never pulls). Items wait here only while consumers are attached:
+        when the last handle of the node closed, what is left goes back to the queue."""
         first = self._in.get_stats()
         seen = (first["msgs_out"], first["waits_empty"])
         next_attach_check = last_pull = 0.0
@@ -305,7 +312,11 @@ class Bridge:
                 if stats["messages"] and stats["attached"] <= 1:
                     self._give_back()
                     continue
-            demand = (stats["msgs_out"], stats["waits_empty"]) != seen
+            # A consumer asleep on the window (a blocked get, or an awaiting coroutine's
+            # watcher) is demand too.
+            demand = (stats["msgs_out"], stats["waits_empty"]) != seen or stats[
+                "consumers_waiting"
+            ] > 0
             room = self._window - stats["messages"]
             if not demand or room <= 0 or stats["free_bytes"] < stats["capacity"] // 4:
                 # Look again in 1 ms while the node's consumers were busy lately, else in
@@ -527,6 +538,42 @@ class RemoteSageQueue(QueueConveniences):
                 self._check(force=True)
                 raise
             self._check(force=True)
+
+    # -- asyncio: the same calls awaited (aio.py), waiting on this node's windows --
+
+    _wait_slice = CHECK_EVERY  # aio checks the bridge between waits of at most this
+
+    def _wait_target(self, line: int) -> SageQueue:
+        """The local window a coroutine waits on: items come into ``_in``, go out of ``_out``."""
+        return self._in if line == aio.DATA else self._out
+
+    async def get_async(self, timeout: Optional[float] = None) -> Any:
+        """``await get_async()``: get() for coroutines, cancel-safe (see aio.py)."""
+        return await aio.get_async(self, timeout)
+
+    async def put_async(self, item: Any, timeout: Optional[float] = None) -> None:
+        await aio.put_async(self, item, timeout)
+
+    async def get_many_async(
+        self,
+        timeout: Optional[float] = None,
+        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
+        *,
+        max_items: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+    ) -> List[Any]:
+        return await aio.get_many_async(
+            self, timeout, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
+        )
+
+    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> int:
+        return await aio.put_many_async(self, items, timeout)
+
+    def iter_async(self, sentinel: Any = _NO_SENTINEL) -> AsyncIterator[Any]:
+        return aio.iterate(self, sentinel, sentinel is not _NO_SENTINEL)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return aio.iterate(self)
 
     # -- put / get --
 

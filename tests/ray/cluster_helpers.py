@@ -136,6 +136,20 @@ class Consumer:
             return ("Empty", time.monotonic() - t0, time.time())
         return (item, time.monotonic() - t0, time.time())
 
+    def get_timed_async(self, timeout):
+        """get_timed through ``await q.get_async()`` (the remote handle's asyncio)."""
+        import asyncio
+
+        async def main():
+            return await self.q.get_async(timeout=timeout)
+
+        t0 = time.monotonic()
+        try:
+            item = asyncio.run(main())
+        except queue.Empty:
+            return ("Empty", time.monotonic() - t0, time.time())
+        return (item, time.monotonic() - t0, time.time())
+
 
 @ray.remote(num_cpus=0)
 class Collector:

@@ -195,6 +195,24 @@ def test_remote_get_times_out_and_is_woken_promptly(sim):
         q.destroy()
 
 
+def test_remote_get_async_times_out_and_is_woken_promptly(sim):
+    """asyncio on another node: get_async awaits this node's window (no thread per waiter)."""
+    q = SageQueue(unique("wake-async"), maxsize=1 << 20)
+    try:
+        consumer = ch.Consumer.options(**sim.on("c")).remote(q)
+        item, took, _ = ray.get(consumer.get_timed_async.remote(0.5))
+        assert item == "Empty" and 0.4 <= took < 5
+        call = consumer.get_timed_async.remote(30)
+        time.sleep(1.0)
+        t_put = time.time()
+        q.put("wake up")
+        item, took, t_got = ray.get(call)
+        assert item == "wake up"
+        assert t_got - t_put < 1.0, f"the remote get woke {t_got - t_put:.3f} s after the put"
+    finally:
+        q.destroy()
+
+
 def test_remote_put_on_a_full_queue_waits_then_raises_full(sim):
     q = SageQueue(unique("full"), maxsize=4096)
     try:
