@@ -5,7 +5,9 @@ queue, with random message sizes, while a controller SIGKILLs and restarts rando
     PYTHONPATH=python python3 tests/torture/torture.py --rounds 1000
     PYTHONPATH=python python3 tests/torture/torture.py --seconds 600
 
-Every message is (producer id, seq, length, crc32) + payload. A producer appends its seq to its
+Every message is (producer id, seq, length, crc32) + payload. A quarter of the puts are loans
+(written in place, published at the block's end) and a quarter of the gets are views (read in
+place, released at the block's end), so kills land inside those too. A producer appends its seq to its
 own log only AFTER put() returns; a consumer appends "producer seq" to its log only AFTER get()
 returns. A restarted producer gets a new producer id (fresh seq numbers). At the end the
 controller stops the producers, lets the consumers drain the queue, and checks:
@@ -66,7 +68,15 @@ def run_producer(args) -> None:
             break
         n = random_size(rng, args.max_size)
         body = payload_for(args.id, seq, n)
-        q.put(HEADER.pack(args.id, seq, n, zlib.crc32(body)) + body)
+        head = HEADER.pack(args.id, seq, n, zlib.crc32(body))
+        if rng.random() < 0.25:
+            # A loan: written in place, published at the block's end (a kill before that
+            # publishes nothing).
+            with q.loan(len(head) + n) as buf:
+                buf[: len(head)] = head
+                buf[len(head) :] = body
+        else:
+            q.put(head + body)
         os.write(fd, b"%d\n" % seq)  # logged only after put() returned
         seq += 1
         if seq % 64 == 0:
@@ -85,9 +95,16 @@ def run_consumer(args) -> None:
         os.path.join(args.dir, f"cons-{args.id}.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
     )
     stop = os.path.join(args.dir, "stop-consumers")
+    rng = random.Random(args.id * 7777 + os.getpid())
     while True:
         try:
-            m = q.get(timeout=0.1)
+            if rng.random() < 0.25:
+                # A view: read in place, released at the block's end (a kill before that
+                # loses it, as a kill inside get() does).
+                with q.view(timeout=0.1) as v:
+                    m = bytes(v)
+            else:
+                m = q.get(timeout=0.1)
         except _queue.Empty:
             if os.path.exists(stop):
                 break
