@@ -7,10 +7,10 @@ queue, with random message sizes, while a controller SIGKILLs and restarts rando
 
 Every message is (producer id, seq, length, crc32) + payload. A quarter of the puts are loans
 (written in place, published at the block's end) and a quarter of the gets are views (read in
-place, released at the block's end), so kills land inside those too. A producer appends its
-seq to its own log only AFTER put() returns; a consumer appends "producer seq" to its log only AFTER get()
-returns. A restarted producer gets a new producer id (fresh seq numbers). At the end the
-controller stops the producers, lets the consumers drain the queue, and checks:
+place, released at the block's end), so kills land inside those too. A producer appends its seq
+to its own log only AFTER put() returns; a consumer appends "producer seq" to its log only
+AFTER get() returns. A restarted producer gets a new producer id (fresh seq numbers). At the
+end the controller stops the producers, lets the consumers drain the queue, and checks:
 
 * no (producer, seq) was ever received twice, and every payload matched its length and crc;
 * every logged put was received, except at most one message per killed consumer: a message
