@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 import uuid
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 SMALL = {"id": 1, "data": [1, 2, 3], "meta": "SAGE", "score": 0.5}
 CTX = mp.get_context("fork")
@@ -28,7 +28,7 @@ def _produce(name: str, n: int, pause: float) -> None:
     from sage_queue import SageQueue
 
     q = SageQueue(name)
-    for i in range(n):
+    for _ in range(n):
         if pause:
             time.sleep(pause)
             q.put(time.perf_counter())
@@ -49,9 +49,8 @@ def throughput(kind: str, n: int) -> float:
 
     async def consume() -> float:
         loop = asyncio.get_running_loop()
-        get: Callable[[], Any]
         first = None
-        for i in range(n):
+        for _ in range(n):
             if kind == "get_async":
                 await q.get_async()
             else:
