@@ -507,11 +507,17 @@ class SageQueue(QueueConveniences):
 
     async def get_async(self, timeout: Optional[float] = None) -> Any:
         """``await q.get_async()``: get() for coroutines (queue.Empty after ``timeout``)."""
-        return await aio.get_async(self, timeout)
+        try:
+            return self.get(False)  # the common case, without a second coroutine
+        except queue.Empty:
+            return await aio.get_async(self, timeout)
 
     async def put_async(self, item: Any, timeout: Optional[float] = None) -> None:
         """``await q.put_async(item)``: put() for coroutines (queue.Full after ``timeout``)."""
-        await aio.put_async(self, item, timeout)
+        try:
+            self.put(item, False)
+        except queue.Full:
+            await aio.put_async(self, item, timeout)
 
     async def get_many_async(
         self,
