@@ -401,6 +401,11 @@ class PeerUnavailable(RuntimeError):
     """A peer that is installed but cannot run here: said in one line, then skipped."""
 
 
+class PeerFailed(RuntimeError):
+    """A peer whose run broke off (Ray's processes ended under it): said in one line, that
+    row is left out of this run, and the peer is tried again in the next scenario."""
+
+
 class RayObjectStore(Impl):
     """Ray's object store on this one node, the way Ray moves arrays between two workers: a
     producer actor ray.put()s the array (one copy into the store) and calls a consumer actor
@@ -414,7 +419,12 @@ class RayObjectStore(Impl):
     groups = frozenset({ARRAY})
 
     def move(self, spec: Spec) -> Result:
-        return _ray_host().move(spec)
+        host = _ray_host()
+        try:
+            return host.move(spec)
+        except PeerFailed:
+            close_peers()  # a new Ray for the next scenario
+            raise
 
 
 def _iox2() -> Any:
@@ -776,24 +786,24 @@ class _RayHost:
         self.proc = _CTX.Process(target=_ray_host_main, args=(child,))
         self.proc.start()
         child.close()
-        status = self._answer(300)
+        status = self._answer(300, PeerUnavailable)
         if status != "ready":
             self.close()
             raise PeerUnavailable(f"Ray did not start ({status})")
 
-    def _answer(self, timeout: float) -> Any:
+    def _answer(self, timeout: float, error: Callable[[str], Exception]) -> Any:
         if not self.conn.poll(timeout):
-            raise PeerUnavailable(f"Ray did not answer within {timeout:.0f} s")
+            raise error(f"Ray did not answer within {timeout:.0f} s")
         try:
             return self.conn.recv()
         except EOFError:
-            raise PeerUnavailable("Ray's process ended") from None
+            raise error("Ray's process ended (its raylet was lost)") from None
 
     def move(self, spec: Spec) -> Result:
         self.conn.send(tuple(spec))
-        res = self._answer(900)
+        res = self._answer(900, PeerFailed)
         if isinstance(res, str):
-            raise RuntimeError(f"Ray: {res}")
+            raise PeerFailed(f"Ray: {res}")
         out: Result = res
         return out
 
@@ -1034,6 +1044,8 @@ def run(
                 except PeerUnavailable as e:
                     _unavailable.add(impl.name)
                     print(f"\r{impl.name} skipped: {e}".ljust(60), file=sys.stderr)
+                except PeerFailed as e:
+                    print(f"\r{impl.name} left out of {s} in this run: {e}", file=sys.stderr)
     finally:
         if not keep_peers:
             close_peers()
@@ -1244,18 +1256,24 @@ def inplace_table(results: Dict[str, Dict[str, Result]]) -> str:
         head,
         "-" * len(head),
     ]
+    fewer = False
     for s, by in results.items():
         base = by.get("sage-queue", {}).get("items_per_s")
         first = True
         for impl in [i for i in INPLACE_ROWS if i in by] + [i for i in by if i not in INPLACE_ROWS]:
             res = by[impl]
             vs = f"{res['items_per_s'] / base:>8.2f}x" if base else f"{'-':>9}"
+            n = res.get("runs", 0)
+            runs = f"  * from {n:.0f} run{'s' if n != 1 else ''}" if n else ""
+            fewer = fewer or bool(runs)
             lines.append(
                 f"{s if first else '':<{w}}{LABELS.get(impl, impl):<24}"
                 f"{res['items_per_s']:>12,.1f}{res['gb_per_s']:>9.2f}{vs}"
-                f"{res['peak_rss_mib']:>14,.0f}"
+                f"{res['peak_rss_mib']:>14,.0f}{runs}"
             )
             first = False
+    if fewer:
+        lines.append("* its run broke off in the other runs (said above)")
     met = targets(results)
     if met:
         lines.append("targets (issue 14), items/s ratios from this table:")
@@ -1312,12 +1330,19 @@ def median_of(
     finally:
         close_peers()
     merged = reports[0]
-    for s, by in merged["results"].items():
+    results: Dict[str, Dict[str, Result]] = {}
+    for report in reports:  # every row any run has (a peer may be missing from one run)
+        for s, by in report["results"].items():
+            for impl in by:
+                results.setdefault(s, {}).setdefault(impl, {})
+    for s, by in results.items():
         for impl, res in by.items():
-            for key in res:
-                res[key] = statistics.median(
-                    r["results"][s][impl][key] for r in reports if impl in r["results"][s]
-                )
+            done = [r["results"][s][impl] for r in reports if impl in r["results"].get(s, {})]
+            for key in done[0]:
+                res[key] = statistics.median(d[key] for d in done)
+            if len(done) < runs:
+                res["runs"] = len(done)  # the table says so
+    merged["results"] = results
     merged["runs"] = runs
     print(f"\nmedian of {runs} runs:")
     print(table(merged["results"]))
