@@ -38,7 +38,8 @@ let package = Package(
         ),
         // The Swift peer of tests/interop/run.py (its source is tests/interop/peer.swift).
         .executableTarget(name: "sage-queue-interop-peer", dependencies: ["SageQueueFFI"]),
-        // Put+get timings: swift build -c release, then .build/release/sage-queue-bench.
+        // Timings (put+get, loans and views, async): swift build -c release, then
+        // .build/release/sage-queue-bench.
         .executableTarget(name: "sage-queue-bench", dependencies: ["SageQueueFFI", "SageQueueFFIRaw"]),
         .testTarget(name: "SageQueueFFITests", dependencies: ["SageQueueFFI"]),
     ]

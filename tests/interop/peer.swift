@@ -1,5 +1,8 @@
 // The Swift peer of the interop test (tests/interop/run.py): the same roles and messages as
-// peer.py (see there). Built as the executable sage-queue-interop-peer of the Swift package
+// peer.py (see there), and two more that move the messages in place:
+//   produce-loan QUEUE PRODUCER COUNT SIZES   as produce, each message written into a loan
+//   consume-view QUEUE PRODUCER COUNT SIZES   as consume, each message checked in a view
+// Built as the executable sage-queue-interop-peer of the Swift package
 // (bindings/swift/Package.swift); runs inside the Swift root (bindings/swift/root.sh).
 import Foundation
 import SageQueueFFI
@@ -27,6 +30,19 @@ func crc32(_ p: UnsafeRawBufferPointer, _ n: Int) -> UInt32 {
     var c: UInt32 = 0xFFFF_FFFF
     for i in 0..<n { c = crcTable[Int((c ^ UInt32(p[i])) & 0xff)] ^ (c >> 8) }
     return c ^ 0xFFFF_FFFF
+}
+
+/// Write message SEQ of PRODUCER into `m` (its size is the message's), in place.
+func write(_ m: UnsafeMutableRawBufferPointer, _ producer: Int, _ seq: Int) {
+    let n = m.count
+    let k = (seq + producer * 7) & 0xff
+    for i in 0..<n { m[i] = UInt8(truncatingIfNeeded: i &* 31 &+ k) }
+    if n >= 12 {
+        let tag = (UInt64(producer) << 32) | UInt64(seq)
+        m.storeBytes(of: tag.littleEndian, toByteOffset: 0, as: UInt64.self)
+        let c = crc32(UnsafeRawBufferPointer(m), n - 4)
+        m.storeBytes(of: c.littleEndian, toByteOffset: n - 4, as: UInt32.self)
+    }
 }
 
 func message(_ producer: Int, _ seq: Int, _ n: Int) -> Data {
@@ -96,6 +112,34 @@ func consume(_ q: Queue, _ producer: Int, _ count: Int, _ sizes: String) throws 
     return "{\"count\": \(got), \"bytes\": \(bytes), \"bad\": \(bad)}"
 }
 
+func produceLoans(_ q: Queue, _ producer: Int, _ count: Int, _ sizes: String) throws -> String {
+    var bytes = 0
+    for seq in 0..<count {
+        let n = sizeOf(seq, sizes)
+        try q.loan(count: n, timeout: wait) { write($0, producer, seq) }
+        bytes += n
+    }
+    return "{\"count\": \(count), \"bytes\": \(bytes)}"
+}
+
+func consumeViews(_ q: Queue, _ producer: Int, _ count: Int, _ sizes: String) throws -> String {
+    var bytes = 0
+    var bad: [Int] = []
+    for seq in 0..<count {
+        let want = message(producer, seq, sizeOf(seq, sizes))
+        let ok = try q.view(timeout: wait) { m -> Bool in
+            bytes += m.count
+            guard m.elementsEqual(want) else { return false }
+            if m.count < 12 { return true }
+            let tag = UInt64(littleEndian: m.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+            let crc = UInt32(littleEndian: m.loadUnaligned(fromByteOffset: m.count - 4, as: UInt32.self))
+            return tag == (UInt64(producer) << 32 | UInt64(seq)) && crc == crc32(m, m.count - 4)
+        }
+        if !ok { bad.append(seq) }
+    }
+    return "{\"count\": \(count), \"bytes\": \(bytes), \"bad\": \(bad)}"
+}
+
 func drain(_ q: Queue) throws -> String {
     var tags: [UInt64] = []
     var bytes = 0, bad = 0, chunk = 0
@@ -155,6 +199,8 @@ do {
     switch role {
     case "produce": print(try produce(q, Int(args[3])!, Int(args[4])!, args[5]))
     case "consume": print(try consume(q, Int(args[3])!, Int(args[4])!, args[5]))
+    case "produce-loan": print(try produceLoans(q, Int(args[3])!, Int(args[4])!, args[5]))
+    case "consume-view": print(try consumeViews(q, Int(args[3])!, Int(args[4])!, args[5]))
     case "drain": print(try drain(q))
     case "inspect": try inspect(q)
     default: fatalError("unknown role \(role)")

@@ -6,7 +6,10 @@ at the same time (run by tests/interop/run.sh, which builds the peers first).
 - mixed MPMC: a Python and a Kotlin producer together, a Swift and a Python consumer
   together, every message taken exactly once;
 - a Python, a Kotlin and a Swift process attached at once see the same qsize, statistics and
-  attachment count as it changes.
+  attachment count as it changes;
+- messages in place: Swift reads as views (Queue.view) the messages Python put with the raw
+  serializer and wrote with loans (SageQueue.loan), and Python reads (get, and views) the
+  messages Swift wrote with loans (Queue.loan).
 
 Ends with "N passed, M failed"; exits 1 if any scenario failed.
 """
@@ -160,6 +163,68 @@ def mpmc():
     return f"{len(want)} messages, {want_bytes} bytes; {split}"
 
 
+def python_to_swift_views():
+    """The driver puts (raw serializer) and loans in turn; a Swift peer checks each message
+    in a view."""
+    count, sizes, producer = DIRECTION_COUNT, "all", 8
+    want_bytes = sum(peer.size_of(s, sizes) for s in range(count))
+    with queue("python-swift-views") as q:
+        deadline = time.monotonic() + TIMEOUT
+        cons = start("swift", "consume-view", q.name, producer, count, sizes)
+        loans = 0
+        try:
+            for seq in range(count):
+                m = peer.message(producer, seq, peer.size_of(seq, sizes))
+                if seq % 2:
+                    q.put(m, timeout=peer.WAIT)
+                else:
+                    with q.loan(len(m), timeout=peer.WAIT) as buf:
+                        buf[:] = m
+                    loans += 1
+            c = finish(cons, "swift consumer (views)", deadline)
+        finally:
+            if cons.poll() is None:
+                kill(cons)
+        expect(c["bad"] == [], f"views with wrong bytes or checksum: {c['bad'][:20]}")
+        expect(c["count"] == count, f"consumer viewed {c['count']} of {count}")
+        expect(c["bytes"] == want_bytes, f"consumer viewed {c['bytes']} bytes of {want_bytes}")
+        expect(q.qsize() == 0, f"{q.qsize()} messages left")
+        expect(q.get_stats()["pinned"] == 0, "views left pinned")
+    return f"{count} messages ({loans} loans), {want_bytes} bytes"
+
+
+def swift_loans_to_python():
+    """A Swift peer writes every message into a loan; the driver takes them by get and by
+    view in turn and checks every byte."""
+    count, sizes, producer = DIRECTION_COUNT, "all", 9
+    want_bytes = sum(peer.size_of(s, sizes) for s in range(count))
+    with queue("swift-loans-python") as q:
+        deadline = time.monotonic() + TIMEOUT
+        prod = start("swift", "produce-loan", q.name, producer, count, sizes)
+        bad, got, nbytes = [], 0, 0
+        try:
+            for seq in range(count):
+                want = peer.message(producer, seq, peer.size_of(seq, sizes))
+                if seq % 2:
+                    m = q.get(timeout=peer.WAIT)
+                else:
+                    with q.view(timeout=peer.WAIT) as mv:
+                        m = bytes(mv)
+                if m != want or (len(m) >= 12 and peer.check_tagged(m) != (producer, seq)):
+                    bad.append(seq)
+                got += 1
+                nbytes += len(m)
+            p = finish(prod, "swift producer (loans)", deadline)
+        finally:
+            if prod.poll() is None:
+                kill(prod)
+        expect(p == {"count": count, "bytes": want_bytes}, f"producer report {p}")
+        expect(bad == [], f"messages with wrong bytes or checksum: {bad[:20]}")
+        expect(nbytes == want_bytes, f"took {nbytes} bytes of {want_bytes}")
+        expect(q.qsize() == 0, f"{q.qsize()} messages left")
+    return f"{count} messages, {want_bytes} bytes"
+
+
 class Inspector:
     """A peer in `inspect` mode: attached until its stdin closes."""
 
@@ -251,6 +316,8 @@ def main():
     scenarios += [
         ("MPMC: python+kotlin producers, swift+python consumers", mpmc),
         ("python, kotlin and swift see the same state", shared_state),
+        ("in place: python puts and loans -> swift views", python_to_swift_views),
+        ("in place: swift loans -> python gets and views", swift_loans_to_python),
     ]
     only = sys.argv[1:]
     passed = failed = 0

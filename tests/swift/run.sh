@@ -2,7 +2,8 @@
 # Build the Swift package (bindings/swift/build.sh), then run its XCTest tests with
 # `swift test` inside the Swift root (Debian trixie, see bindings/swift/root.sh).
 #   bash tests/swift/run.sh            the tests (bindings/swift/Tests)
-#   bash tests/swift/run.sh --bench    the tests, then put+get timings (sage-queue-bench)
+#   bash tests/swift/run.sh --bench    the tests, then the timings of sage-queue-bench (put+get,
+#                                      loans and views of 1 MiB, async calls and round trips)
 # Other arguments go to swift test (e.g. --filter QueueTests.testFifoOrderAndQsize).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

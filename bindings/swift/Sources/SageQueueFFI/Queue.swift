@@ -14,6 +14,7 @@
 //   - "nothing before the timeout" comes back as a value (Empty and Full are thrown here), and
 //     a failure as FAILED, whose typed error the generated msgError() throws.
 // Everything else (stats, taskDone, join, ...) is the generated method of `handle`.
+// Async.swift adds the async calls (getAsync, ..., messages()), InPlace.swift loans and views.
 import Foundation
 import SageQueueFFIRaw
 
@@ -41,7 +42,11 @@ public final class Queue: @unchecked Sendable, CustomStringConvertible {
     /// This handle's id on the message path (`handle.msgId()`, asked once).
     public let id: UInt64
     /// The call status the message calls are given (and never write).
-    private let status: UnsafeMutablePointer<RustCallStatus>
+    let status: UnsafeMutablePointer<RustCallStatus>
+    /// Loans and views open now (their closures running) and a detach waiting for them.
+    let scopes = Scopes()
+    /// The native waits (msg_ready_async futures) of this Queue's async calls, woken by detach.
+    let waiters = Waiters()
 
     /// Wrap a generated handle (its message id is asked once, here).
     public init(_ handle: SageQueue) {
@@ -116,30 +121,7 @@ public final class Queue: @unchecked Sendable, CustomStringConvertible {
     @discardableResult
     public func putMany(_ messages: [Data], timeout: Double = Queue.forever) throws -> Int {
         if messages.isEmpty { return 0 }
-        var total = 0
-        for m in messages { total += m.count }
-        let lengthBytes = 4 * messages.count
-        guard total <= Int(Int32.max), lengthBytes <= Int(Int32.max) else {
-            throw QueueError.InvalidArgument(
-                reason: "a batch of \(messages.count) messages and \(total) bytes is over the "
-                    + "2 GiB one call passes; put it in parts")
-        }
-        // The table: u32 little-endian lengths, then the payloads, in one allocation.
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(lengthBytes + total, 1), alignment: 8)
-        defer { buf.deallocate() }
-        let base = buf.baseAddress!
-        var pos = lengthBytes
-        for (i, m) in messages.enumerated() {
-            (base + 4 * i).storeBytes(of: UInt32(m.count).littleEndian, as: UInt32.self)
-            m.withUnsafeBytes { src in
-                if let p = src.baseAddress, src.count > 0 { (base + pos).copyMemory(from: p, byteCount: src.count) }
-            }
-            pos += m.count
-        }
-        let lengths = ForeignBytes(len: Int32(lengthBytes), data: base.assumingMemoryBound(to: UInt8.self))
-        let payloads = ForeignBytes(
-            len: Int32(total), data: (base + lengthBytes).assumingMemoryBound(to: UInt8.self))
-        let n = uniffi_sage_queue_fn_func_msg_put_batch(id, lengths, payloads, timeout, status)
+        let n = try Table(messages).put(from: 0, id, status, timeout: timeout)
         if n > 0 { return Int(n) }
         if n == 0 { throw QueueError.Full }
         throw Self.failure()
@@ -216,10 +198,31 @@ public final class Queue: @unchecked Sendable, CustomStringConvertible {
     public func taskDone(count: UInt64 = 1) throws { try handle.taskDone(count: count) }
     /// Wait until every message put has been marked done; false on timeout.
     public func join(timeout: Double = Queue.forever) throws -> Bool { try handle.join(timeout: timeout) }
-    /// Detach this handle (idempotent); later calls raise QueueError.Closed.
-    public func detach() { handle.detach() }
-    /// Remove the segment now, mark the queue closed for every attacher, and close this handle.
-    public func unlink() throws { try handle.unlink() }
+    /// Detach this handle (idempotent); later calls raise QueueError.Closed. While a `loan` or
+    /// `view` closure of this Queue runs (on any thread), the detach waits for it: it happens
+    /// when the last such closure returns, and new loans and views throw Closed meanwhile (so
+    /// a closure never writes to room given back, or reads a message released, under it).
+    /// Async calls waiting on this handle are woken at once and throw Closed.
+    public func detach() {
+        if scopes.detachLater() { return }
+        handle.detach()
+        waiters.close()
+    }
+
+    /// The end of a loan or view: the handle detaches now if a detach waited for it.
+    func leaveScope() {
+        if scopes.leave() {
+            handle.detach()
+            waiters.close()
+        }
+    }
+    /// Remove the segment now, mark the queue closed for every attacher, and close this handle
+    /// (at once: unlike `detach`, without waiting for this Queue's open loans and views, whose
+    /// room no one can reuse on a closed queue). Async calls waiting anywhere throw Closed.
+    public func unlink() throws {
+        defer { waiters.close() }
+        try handle.unlink()
+    }
 
     public var description: String { "Queue(\(handle.name()), id \(id))" }
 
@@ -231,7 +234,7 @@ public final class Queue: @unchecked Sendable, CustomStringConvertible {
     static var none: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
 
     /// msg_put of `head` + `body`: true if put, false if no room came before the timeout.
-    private func put(_ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer, _ timeout: Double) throws -> Bool {
+    func put(_ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer, _ timeout: Double) throws -> Bool {
         let r: Int8
         if head.count <= Int(Int32.max) && body.count <= Int(Int32.max) {
             r = uniffi_sage_queue_fn_func_msg_put(id, Self.foreign(head), Self.foreign(body), timeout, status)
@@ -296,6 +299,96 @@ public final class Queue: @unchecked Sendable, CustomStringConvertible {
         }
         guard pos == lengthsAt else { throw bad }
         return out
+    }
+}
+
+/// A batch in the table format (u32 little-endian lengths, then the payloads), in one
+/// allocation, put from any message on.
+final class Table {
+    private let buf: UnsafeMutableRawBufferPointer
+    private let count: Int
+    private let total: Int
+    /// Where message i's payload starts (count + 1 entries; the last is the total).
+    private var starts: [Int]
+
+    /// InvalidArgument beyond the 2 GiB one call passes.
+    init(_ messages: [Data]) throws {
+        var total = 0
+        var starts = [Int]()
+        starts.reserveCapacity(messages.count + 1)
+        for m in messages {
+            starts.append(total)
+            total += m.count
+        }
+        starts.append(total)
+        let lengthBytes = 4 * messages.count
+        guard total <= Int(Int32.max), lengthBytes <= Int(Int32.max) else {
+            throw QueueError.InvalidArgument(
+                reason: "a batch of \(messages.count) messages and \(total) bytes is over the "
+                    + "2 GiB one call passes; put it in parts")
+        }
+        buf = .allocate(byteCount: max(lengthBytes + total, 1), alignment: 8)
+        let base = buf.baseAddress!
+        for (i, m) in messages.enumerated() {
+            (base + 4 * i).storeBytes(of: UInt32(m.count).littleEndian, as: UInt32.self)
+            m.withUnsafeBytes { src in
+                if let p = src.baseAddress, src.count > 0 {
+                    (base + lengthBytes + starts[i]).copyMemory(from: p, byteCount: src.count)
+                }
+            }
+        }
+        count = messages.count
+        self.total = total
+        self.starts = starts
+    }
+
+    deinit { buf.deallocate() }
+
+    /// msg_put_batch of the messages from `first` on: how many were put, or -1 (FAILED).
+    func put(from first: Int, _ id: UInt64, _ status: UnsafeMutablePointer<RustCallStatus>, timeout: Double = 0) -> Int64 {
+        let base = buf.baseAddress!
+        let lengths = ForeignBytes(
+            len: Int32(4 * (count - first)), data: (base + 4 * first).assumingMemoryBound(to: UInt8.self))
+        let payloads = ForeignBytes(
+            len: Int32(total - starts[first]),
+            data: (base + 4 * count + starts[first]).assumingMemoryBound(to: UInt8.self))
+        return uniffi_sage_queue_fn_func_msg_put_batch(id, lengths, payloads, timeout, status)
+    }
+}
+
+/// The loans and views of one Queue whose closures are running, and a detach deferred until
+/// they end.
+final class Scopes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var open = 0
+    private var detachPending = false
+
+    /// A loan or view begins: Closed if a detach is waiting.
+    func enter() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        if detachPending { throw QueueError.Closed(reason: "this handle is being detached") }
+        open += 1
+    }
+
+    /// A loan or view ended: true if the handle is to be detached now.
+    func leave() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        open -= 1
+        if open == 0 && detachPending {
+            detachPending = false
+            return true
+        }
+        return false
+    }
+
+    /// A detach was asked for: true if it must wait for the open scopes (it is then pending).
+    func detachLater() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if open > 0 { detachPending = true }
+        return open > 0
     }
 }
 

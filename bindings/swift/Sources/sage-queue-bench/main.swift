@@ -1,4 +1,6 @@
-// Put+get timings of the Swift package, one thread, a queue in /dev/shm (or $SAGE_QUEUE_DIR).
+// Timings of the Swift package, a queue in /dev/shm (or $SAGE_QUEUE_DIR): put+get in one
+// thread; loans and views of 1 MiB against put/get of 1 MiB Data; async calls, and round trips
+// between a task and a thread, two tasks, two threads.
 //
 //   bash tests/swift/run.sh --bench         (builds with -c release, runs this in the root)
 //   .build/release/sage-queue-bench [ROUNDS [FILTER]]  (in the root, after swift build -c release)
@@ -25,10 +27,27 @@ func now(_ clock: clockid_t = CLOCK_MONOTONIC) -> UInt64 {
 func bytes(_ n: Int) -> Data { Data((0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }) }
 
 var serial = 0
-func run(_ label: String, messages n: Int, per call: Int = 1, _ body: (Queue, Int) throws -> Void) throws {
+func newQueue() throws -> Queue {
     serial += 1
+    return try Queue.create("swift-bench-\(getpid())-\(serial)", capacity: 16 << 20)
+}
+
+/// One line: best and median of the rounds, µs per message (and GB/s for `size` bytes each).
+func report(_ label: String, _ wall: [Double], _ cpu: [Double]?, size: Int? = nil) {
+    let wall = wall.sorted()
+    func f(_ v: Double) -> String { String(format: "%7.3f", v) }
+    let pad = label.padding(toLength: 56, withPad: " ", startingAt: 0)
+    var line = "\(pad) wall best \(f(wall[0])) median \(f(wall[wall.count / 2]))"
+    if let cpu = cpu?.sorted() { line += "   cpu best \(f(cpu[0])) median \(f(cpu[cpu.count / 2]))" }
+    if let size {
+        line += String(format: "   %.2f GB/s (best wall)", Double(size) / (wall[0] * 1e3))
+    }
+    print(line)
+}
+
+func run(_ label: String, messages n: Int, per call: Int = 1, size: Int? = nil, _ body: (Queue, Int) throws -> Void) throws {
     if !filter.isEmpty && !label.contains(filter) { return }
-    let q = try Queue.create("swift-bench-\(getpid())-\(serial)", capacity: 16 << 20)
+    let q = try newQueue()
     defer { q.detach() }
     try body(q, max(1, n / 10 / call)) // warm up
     var wall: [Double] = [], cpu: [Double] = []
@@ -38,11 +57,28 @@ func run(_ label: String, messages n: Int, per call: Int = 1, _ body: (Queue, In
         wall.append(Double(now() - t) / 1e3 / Double(n))
         cpu.append(Double(now(CLOCK_THREAD_CPUTIME_ID) - c) / 1e3 / Double(n))
     }
-    wall.sort()
-    cpu.sort()
-    func f(_ v: Double) -> String { String(format: "%6.3f", v) }
-    let pad = label.padding(toLength: 50, withPad: " ", startingAt: 0)
-    print("\(pad) wall best \(f(wall[0])) median \(f(wall[rounds / 2]))   cpu best \(f(cpu[0])) median \(f(cpu[rounds / 2]))")
+    report(label, wall, cpu, size: size)
+}
+
+/// As run, for async bodies, run in a detached task: top-level code runs on the main actor,
+/// and every call of a nonisolated async function from there would hop to the global
+/// executor and back (about 4 µs each way here), which is not what a task pays. Wall time only
+/// (a task may move between threads).
+func runAsync(_ label: String, messages n: Int, _ body: @escaping @Sendable (Queue, Int) async throws -> Void) async throws {
+    if !filter.isEmpty && !label.contains(filter) { return }
+    let q = try newQueue()
+    defer { q.detach() }
+    let wall = try await Task.detached { () async throws -> [Double] in
+        try await body(q, max(1, n / 10))
+        var wall: [Double] = []
+        for _ in 0..<rounds {
+            let t = now()
+            try await body(q, n)
+            wall.append(Double(now() - t) / 1e3 / Double(n))
+        }
+        return wall
+    }.value
+    report(label, wall, nil)
 }
 
 let m64 = bytes(64)
@@ -96,3 +132,159 @@ try run("64 KiB: Queue.put(Data) + Queue.get() -> Data", messages: 20_000) { q, 
         _ = try q.get()
     }
 }
+
+// ---- in place: 1 MiB messages, loans and views against put and get ----
+
+let mib = 1 << 20
+let m1m = bytes(mib)
+/// Read every byte of a message (8 at a time), as a consumer that looks at all of it would.
+func sum(_ b: UnsafeRawBufferPointer) -> UInt64 {
+    guard let base = b.baseAddress, Int(bitPattern: base) % 8 == 0 else {
+        var s: UInt64 = 0
+        for i in 0..<(b.count / 8) { s &+= b.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self) }
+        return s
+    }
+    // Aligned (ring payloads, Data's storage): a loop the compiler vectorizes.
+    let words = UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt64.self), count: b.count / 8)
+    var s: UInt64 = 0
+    for w in words { s &+= w }
+    return s
+}
+let want = m1m.withUnsafeBytes { sum($0) }
+try run("1 MiB: put(Data) + get() -> Data", messages: 2000, size: mib) { q, n in
+    for _ in 0..<n {
+        try q.put(m1m)
+        _ = try q.get()
+    }
+}
+try run("1 MiB: put(Data) + get() -> Data, read it all", messages: 2000, size: mib) { q, n in
+    for _ in 0..<n {
+        try q.put(m1m)
+        let s = try q.get().withUnsafeBytes { sum($0) }
+        precondition(s == want)
+    }
+}
+try run("1 MiB: put(Data) + withNext, read it all", messages: 2000, size: mib) { q, n in
+    for _ in 0..<n {
+        try q.put(m1m)
+        let s = try q.withNext { sum($0) }
+        precondition(s == want)
+    }
+}
+try run("1 MiB: loan (copy the Data in) + view (no read)", messages: 2000, size: mib) { q, n in
+    for _ in 0..<n {
+        try q.loan(count: mib) { dst in m1m.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        try q.view { _ in }
+    }
+}
+try run("1 MiB: loan (copy the Data in) + view, read it all", messages: 2000, size: mib) { q, n in
+    for _ in 0..<n {
+        try q.loan(count: mib) { dst in m1m.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        let s = try q.view { sum($0) }
+        precondition(s == want)
+    }
+}
+try run("1 MiB: loan + view, no copy, no read (the floor)", messages: 2000, size: mib) { q, n in
+    for _ in 0..<n {
+        try q.loan(count: mib) { dst in dst[0] = 1 }
+        try q.view { _ in }
+    }
+}
+try run("64 B: loan + view (per-message overhead)", messages: 1_000_000) { q, n in
+    for _ in 0..<n {
+        try q.loan(count: 64) { dst in m64.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        try q.view { _ in }
+    }
+}
+do {
+    // Two threads: a producer (put, or loan) and this thread as the consumer (get, or view).
+    for inPlace in [false, true] {
+        let label = inPlace ? "1 MiB, 2 threads: loan (copy in) -> view, read it all" : "1 MiB, 2 threads: put(Data) -> get(), read it all"
+        if !filter.isEmpty && !label.contains(filter) { continue }
+        var wall: [Double] = []
+        for _ in 0..<rounds {
+            let q = try newQueue()
+            let n = 2000
+            let producer = Thread {
+                for _ in 0..<n {
+                    if inPlace {
+                        try! q.loan(count: mib) { dst in m1m.withUnsafeBytes { dst.copyMemory(from: $0) } }
+                    } else {
+                        try! q.put(m1m)
+                    }
+                }
+            }
+            let t = now()
+            producer.start()
+            for _ in 0..<n {
+                let s = inPlace ? try q.view { sum($0) } : try q.get().withUnsafeBytes { sum($0) }
+                precondition(s == want)
+            }
+            wall.append(Double(now() - t) / 1e3 / Double(n))
+            while !producer.isFinished { usleep(1000) }
+            q.detach()
+        }
+        report(label, wall, nil, size: mib)
+    }
+}
+
+// ---- async ----
+
+try await runAsync("64 B: putAsync + getAsync (no wait: the message is there)", messages: 500_000) { q, n in
+    for _ in 0..<n {
+        try await q.putAsync(m64)
+        _ = try await q.getAsync()
+    }
+}
+/// Round trips of one 64 B message between two parties on two queues (ping, pong).
+func pingPong(_ label: String, n: Int, asyncPinger: Bool, asyncPonger: Bool) async throws {
+    if !filter.isEmpty && !label.contains(filter) { return }
+    var wall: [Double] = []
+    for round in 0...rounds {
+        let ping = try newQueue(), pong = try newQueue()
+        let ponger: Task<Void, Error>?
+        let thread: Thread?
+        if asyncPonger {
+            ponger = Task.detached {
+                for _ in 0..<n {
+                    let m = try await ping.getAsync()
+                    try await pong.putAsync(m)
+                }
+            }
+            thread = nil
+        } else {
+            ponger = nil
+            thread = Thread {
+                for _ in 0..<n {
+                    let m = try! ping.get()
+                    try! pong.put(m)
+                }
+            }
+            thread!.start()
+        }
+        // The pinger: a detached task (not the main actor: see runAsync), or this thread.
+        let t = now()
+        if asyncPinger {
+            try await Task.detached {
+                for _ in 0..<n {
+                    try await ping.putAsync(m64)
+                    _ = try await pong.getAsync()
+                }
+            }.value
+        } else {
+            for _ in 0..<n {
+                try ping.put(m64)
+                _ = try pong.get()
+            }
+        }
+        if round > 0 { wall.append(Double(now() - t) / 1e3 / Double(n)) } // round 0 warms up
+        try await ponger?.value
+        while let th = thread, !th.isFinished { usleep(100) }
+        ping.detach()
+        pong.detach()
+    }
+    report(label, wall, nil)
+}
+try await pingPong("64 B round trip: thread (get) <-> thread (get)", n: 20_000, asyncPinger: false, asyncPonger: false)
+try await pingPong("64 B round trip: task (getAsync) <-> thread (get)", n: 20_000, asyncPinger: true, asyncPonger: false)
+try await pingPong("64 B round trip: task (getAsync) <-> task (getAsync)", n: 20_000, asyncPinger: true, asyncPonger: true)

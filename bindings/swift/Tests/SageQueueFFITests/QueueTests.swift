@@ -5,12 +5,18 @@ import Foundation
 import SageQueueFFI
 import XCTest
 
-private let pid = getpid()
-private let serial = Counter()
+let pid = getpid()
+let serial = Counter()
 
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return n
+    }
+
     func next() -> Int {
         lock.lock()
         defer { lock.unlock() }
@@ -19,14 +25,14 @@ final class Counter: @unchecked Sendable {
     }
 }
 
-private func qname(_ tag: String) -> String { "swift-test-\(pid)-\(tag)-\(serial.next())" }
+func qname(_ tag: String) -> String { "swift-test-\(pid)-\(tag)-\(serial.next())" }
 
-private func bytes(_ n: Int, seed: Int? = nil) -> Data {
+func bytes(_ n: Int, seed: Int? = nil) -> Data {
     let s = seed ?? n
     return Data((0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ s) })
 }
 
-private func seconds(_ body: () throws -> Void) rethrows -> Double {
+func seconds(_ body: () throws -> Void) rethrows -> Double {
     let t = DispatchTime.now().uptimeNanoseconds
     try body()
     return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
@@ -34,7 +40,7 @@ private func seconds(_ body: () throws -> Void) rethrows -> Double {
 
 /// Run `body`, which must throw the QueueError that `match` accepts; returns that error.
 @discardableResult
-private func raises(
+func raises(
     _ what: String, file: StaticString = #filePath, line: UInt = #line,
     _ body: () throws -> Void, _ match: (QueueError) -> Bool
 ) -> QueueError? {
@@ -50,16 +56,16 @@ private func raises(
     return nil
 }
 
-private func isEmpty(_ e: QueueError) -> Bool { if case .Empty = e { return true }; return false }
-private func isFull(_ e: QueueError) -> Bool { if case .Full = e { return true }; return false }
-private func isClosed(_ e: QueueError) -> Bool { if case .Closed = e { return true }; return false }
-private func isTooLarge(_ e: QueueError) -> Bool { if case .TooLarge = e { return true }; return false }
-private func isInvalidArgument(_ e: QueueError) -> Bool {
+func isEmpty(_ e: QueueError) -> Bool { if case .Empty = e { return true }; return false }
+func isFull(_ e: QueueError) -> Bool { if case .Full = e { return true }; return false }
+func isClosed(_ e: QueueError) -> Bool { if case .Closed = e { return true }; return false }
+func isTooLarge(_ e: QueueError) -> Bool { if case .TooLarge = e { return true }; return false }
+func isInvalidArgument(_ e: QueueError) -> Bool {
     if case .InvalidArgument = e { return true }; return false
 }
 
 /// The table layout of a batch put (u32 little-endian lengths, concatenated payloads).
-private func table(_ messages: [Data]) -> (lengths: Data, payloads: Data) {
+func table(_ messages: [Data]) -> (lengths: Data, payloads: Data) {
     var lengths = Data()
     for m in messages { withUnsafeBytes(of: UInt32(m.count).littleEndian) { lengths.append(contentsOf: $0) } }
     return (lengths, messages.reduce(Data(), +))
