@@ -56,8 +56,8 @@ pub use error::QueueError;
 pub use fault::{stop_at, Step};
 #[cfg(not(loom))]
 pub use message::{
-    msg_abort, msg_commit, msg_error, msg_loan, msg_pin, msg_pin_address, msg_put, msg_put_batch,
-    msg_ready_async, msg_take, msg_take_batch, msg_try_put, msg_try_take, msg_unpin,
+    msg_abort, msg_commit, msg_error, msg_line_state, msg_loan, msg_pin, msg_pin_address, msg_put,
+    msg_put_batch, msg_ready_async, msg_take, msg_take_batch, msg_try_put, msg_try_take, msg_unpin,
     msg_view_address, msg_view_capacity, FAILED, NOTHING, READY_DATA, READY_SPACE, READY_TASKS,
 };
 #[cfg(not(loom))]

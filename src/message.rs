@@ -156,33 +156,45 @@ pub const READY_DATA: u8 = 0;
 pub const READY_SPACE: u8 = 1;
 pub const READY_TASKS: u8 = 2;
 
-/// Wait, without a thread per waiter (watch.rs), until the queue may let a caller make
-/// progress on `line`: a message to take, room to put, every task done, or the queue closed.
-/// True then; false when the timeout ends first. It never takes or puts: the caller tries its
-/// non-waiting call afterwards (and again after another wait if someone else was faster), so
-/// cancelling this wait (dropping the future) can lose or duplicate nothing.
-pub async fn msg_ready_async(id: u64, line: u8, timeout: f64) -> Result<bool> {
+fn line_of(line: u8) -> Result<Line> {
+    match line {
+        READY_DATA => Ok(Line::Data),
+        READY_SPACE => Ok(Line::Space),
+        READY_TASKS => Ok(Line::Tasks),
+        other => Err(QueueError::invalid(format!(
+            "line must be 0 (data), 1 (space) or 2 (tasks), not {other}"
+        ))),
+    }
+}
+
+/// The state of `line` (watch.rs `line_state`) for a caller to read before its non-waiting
+/// try, and to give `msg_ready_async` if the try finds nothing (or no room). FAILED when the
+/// id or the line is bad (msg_error raises why).
+pub fn msg_line_state(id: u64, line: u8) -> u64 {
+    match guarded(|| Ok(lookup(id)?.line_state(line_of(line)?))) {
+        Ok(v) => v,
+        Err(e) => fail(e, FAILED),
+    }
+}
+
+/// Wait, without a thread per waiter (watch.rs), until `line` moved on from the state `seen`
+/// that the caller read before its try (a message committed, room returned, a task done), or
+/// the queue closed: true then; false when the timeout ends first. It never takes or puts:
+/// the caller tries its non-waiting call again (and waits again if someone else was faster),
+/// so cancelling this wait (dropping the future) can lose or duplicate nothing.
+pub async fn msg_ready_async(id: u64, line: u8, seen: u64, timeout: f64) -> Result<bool> {
     let q = lookup(id)?;
-    let line = match line {
-        READY_DATA => Line::Data,
-        READY_SPACE => Line::Space,
-        READY_TASKS => Line::Tasks,
-        other => {
-            return Err(QueueError::invalid(format!(
-                "line must be 0 (data), 1 (space) or 2 (tasks), not {other}"
-            )))
-        }
-    };
+    let line = line_of(line)?;
     let deadline = Deadline::from_secs(timeout)?;
-    if q.can_progress(line) {
+    if q.moved_on(line, seen) {
         return Ok(true);
     }
     if deadline.is_immediate() {
         return Ok(false);
     }
     let end = deadline.end();
-    watch::ready(q.clone(), line, end).await;
-    Ok(q.can_progress(line) || end.is_none_or(|e| Instant::now() < e))
+    watch::ready(q.clone(), line, seen, end).await;
+    Ok(q.moved_on(line, seen) || end.is_none_or(|e| Instant::now() < e))
 }
 
 pub fn msg_view_address() -> u64 {

@@ -204,12 +204,6 @@ impl SageQueue {
         self.seg.header()
     }
 
-    /// Whether every message put was marked done (what join waits for).
-    pub(crate) fn all_tasks_done(&self) -> bool {
-        let h = self.seg.header();
-        h.tasks.tasks_done.load(SeqCst) >= h.prod.msgs_in.load(SeqCst)
-    }
-
     fn any_closed(&self) -> bool {
         self.closed.load(Acquire) || self.seg.header().id.closed.load(Acquire) != 0
     }
@@ -693,6 +687,13 @@ impl SageQueue {
             return;
         }
         // A handle inherited through fork() belongs to the parent's slot; leave it alone.
+        if std::process::id() == self.pid && self.seg.shrunk().is_none() {
+            // This process's async waiters on this handle (watch.rs) see it closed now.
+            let h = self.seg.header();
+            wait::wake(&h.data_wake);
+            wait::wake(&h.space_wake);
+            wait::wake_tasks(&h.tasks);
+        }
         if std::process::id() != self.pid {
             return;
         }

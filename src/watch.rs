@@ -11,10 +11,14 @@
 //! sleep when the watch list changes), announcing themselves in each line's waiter count so
 //! producers and consumers wake them as they wake blocked callers. The bound: one watcher
 //! thread per 127 distinct (queue, line) pairs watched at once in the process, started on first
-//! use and kept. When a line changes, the watcher wakes waiters in FIFO order, only as many as
-//! can make progress (the messages in the queue, for a take) minus those woken and not yet
-//! finished; a woken waiter that leaves without finishing (cancelled) hands its turn on. An
-//! idle process whose waiters all wait costs no CPU: the watchers sleep in the kernel.
+//! use and kept. A waiter names the line's state (`line_state`: messages committed, room
+//! returned, tasks done) that it read before its failed try, and is woken when the state moved
+//! on from it: so a try that fails for a reason the counts do not show (a message behind
+//! another handle's open loan, room behind a pinned view) waits for the next change instead of
+//! retrying in a loop, and a change between the try and the wait is never missed. The watcher
+//! wakes waiters in FIFO order, for a take only as many as there are messages minus those woken
+//! and not yet back; a woken waiter that leaves without finishing (cancelled) hands its turn
+//! on. An idle process whose waiters all wait costs no CPU: the watchers sleep in the kernel.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -48,6 +52,9 @@ type Key = (usize, Line); // (the queue's address, line)
 struct Waiter {
     token: u64,
     waker: Waker,
+    /// The line's state when the caller last tried (`line_state`): it is woken when the
+    /// state moved on from it (or the queue closed).
+    seen: u64,
 }
 
 struct Watched {
@@ -136,35 +143,52 @@ impl SageQueue {
         }
     }
 
-    /// Whether a caller waiting on `line` can make progress now.
-    pub(crate) fn can_progress(&self, line: Line) -> bool {
-        self.progress(line) > 0
+    /// A number that moves on whenever a caller waiting on `line` may be able to make
+    /// progress: messages committed (data), records released plus messages taken (space: room
+    /// comes back with either, a bound on the number of items frees room at a take), tasks
+    /// done (tasks). A caller reads it before its non-waiting try and waits until it moved.
+    pub(crate) fn line_state(&self, line: Line) -> u64 {
+        let h = self.header();
+        match line {
+            Line::Data => h.prod.msgs_in.load(SeqCst),
+            Line::Space => h
+                .rel
+                .released
+                .load(SeqCst)
+                .wrapping_add(h.cons.msgs_out.load(SeqCst)),
+            Line::Tasks => h.tasks.tasks_done.load(SeqCst),
+        }
     }
 
-    /// How many waiters on `line` can make progress now (u32::MAX: all of them).
-    fn progress(&self, line: Line) -> u32 {
-        if self.is_closed() {
-            return u32::MAX;
-        }
-        match line {
-            Line::Data => self.qsize().min(u32::MAX as u64) as u32,
-            Line::Space => u32::from(!self.is_full()) * u32::MAX,
-            Line::Tasks => u32::from(self.all_tasks_done()) * u32::MAX,
-        }
+    /// Whether a caller that read `seen` before its try should try again now.
+    pub(crate) fn moved_on(&self, line: Line, seen: u64) -> bool {
+        self.is_closed() || self.line_state(line) != seen
     }
 }
 
-/// Wake up to `n` of `w`'s waiters (FIFO), counting them in flight.
-fn wake_some(w: &mut Watched, n: u32) {
-    let mut left = n.saturating_sub(w.in_flight);
-    while left > 0 {
-        let Some(waiter) = w.waiting.pop_front() else {
-            break;
-        };
-        w.deadlines.retain(|&(t, _)| t != waiter.token);
-        w.in_flight += 1;
-        waiter.waker.wake();
-        left -= 1;
+/// Wake `w`'s waiters whose line moved on since they tried (FIFO), counting them in flight;
+/// for a take, only as many as there are messages (minus those woken and not yet back).
+fn wake_ready(w: &mut Watched) {
+    let q = w.queue.clone();
+    let closed = q.is_closed();
+    let state = q.line_state(w.line);
+    let mut left = match w.line {
+        Line::Data if !closed => {
+            (q.qsize().min(u32::MAX as u64) as u32).saturating_sub(w.in_flight)
+        }
+        _ => u32::MAX,
+    };
+    let mut i = 0;
+    while i < w.waiting.len() && left > 0 {
+        if closed || w.waiting[i].seen != state {
+            let waiter = w.waiting.remove(i).unwrap();
+            w.deadlines.retain(|&(t, _)| t != waiter.token);
+            w.in_flight += 1;
+            waiter.waker.wake();
+            left -= 1;
+        } else {
+            i += 1;
+        }
     }
 }
 
@@ -195,7 +219,7 @@ fn watch_loop(shard: &Shard) {
                 // Read the word before the state it guards: a change after this read makes
                 // the sleep below return at once.
                 w.seen = seq.load(SeqCst);
-                wake_some(w, queue.progress(w.line));
+                wake_ready(w);
                 let keep = !w.waiting.is_empty() || w.in_flight > 0;
                 if !keep {
                     waiters.fetch_sub(1, SeqCst);
@@ -227,21 +251,24 @@ struct Registration {
     token: u64,
 }
 
-/// Resolves when `line` of `queue` may allow progress (or the deadline passes, or the queue
-/// closes): the caller then tries its operation again.
+/// Resolves when `line` of `queue` moved on from the state `seen` the caller read before its
+/// try (or the deadline passes, or the queue closes): the caller then tries again.
 pub struct Ready {
     queue: Arc<SageQueue>,
     line: Line,
+    /// The line's state when the caller tried (SageQueue::line_state).
+    seen: u64,
     deadline: Option<Instant>,
     reg: Option<Registration>,
     /// Woken by the watcher and counted in flight there.
     woken: bool,
 }
 
-pub fn ready(queue: Arc<SageQueue>, line: Line, deadline: Option<Instant>) -> Ready {
+pub fn ready(queue: Arc<SageQueue>, line: Line, seen: u64, deadline: Option<Instant>) -> Ready {
     Ready {
         queue,
         line,
+        seen,
         deadline,
         reg: None,
         woken: false,
@@ -272,7 +299,9 @@ impl Future for Ready {
             this.woken = true;
             return Poll::Ready(());
         }
-        if this.deadline.is_some_and(|d| d <= Instant::now()) {
+        if this.deadline.is_some_and(|d| d <= Instant::now())
+            || this.queue.moved_on(this.line, this.seen)
+        {
             return Poll::Ready(());
         }
         let key = this.key();
@@ -295,6 +324,7 @@ impl Future for Ready {
             w.waiting.push_back(Waiter {
                 token,
                 waker: cx.waker().clone(),
+                seen: this.seen,
             });
             if let Some(d) = this.deadline {
                 w.deadlines.push((token, d));

@@ -1,12 +1,13 @@
 """asyncio for SageQueue: ``await q.get_async()``, ``put_async``, ``get_many_async``,
 ``put_many_async``, ``join_async`` and ``async for item in q.iter_async()``.
 
-Each call makes the same non-waiting call as ``get_nowait``/``put_nowait`` in the event
-loop's thread, and while that finds nothing (or no room) awaits the native
-``msg_ready_async``: a UniFFI future that resolves when the queue may allow progress and
-never takes or puts anything itself. So a message is taken only by a call that returns it,
-with no await between the take and the return, and cancelling a waiting call (a timeout, a
-``task.cancel()``) can never lose, duplicate or half-put a message.
+Each call reads the queue's state (``msg_line_state``), makes the same non-waiting call as
+``get_nowait``/``put_nowait`` in the event loop's thread, and while that finds nothing (or
+no room) awaits the native ``msg_ready_async``: a UniFFI future that resolves when the state
+moved on from the one read before the try, and never takes or puts anything itself. So a
+message is taken only by a call that returns it, with no await between the take and the
+return, and cancelling a waiting call (a timeout, a ``task.cancel()``) can never lose,
+duplicate or half-put a message.
 
 No thread per waiter and no polling: the waits of every coroutine of the process are served
 by the native watcher threads (one per 127 queues waited on at once), which sleep on the
@@ -22,6 +23,7 @@ import queue
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, List, Optional
 
+from . import _fastpath as _fast
 from . import _native
 from .errors import BatchFull, from_native
 
@@ -43,13 +45,31 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
     return time.monotonic() + timeout
 
 
-async def _ready(q: Any, line: int, deadline: Optional[float]) -> bool:
-    """Wait until ``q`` may allow progress on ``line``; False when the deadline passed.
+def _target(q: Any, line: int) -> "SageQueue":
+    """The local queue whose ``line`` a handle waits on: a SageQueue itself, or the window a
+    RemoteSageQueue names (``_wait_target``)."""
+    target: SageQueue = q._wait_target(line) if hasattr(q, "_wait_target") else q
+    return target
+
+
+def _state(q: Any, line: int) -> int:
+    """The line's state, read before a try (msg_line_state; see the UDL)."""
+    target = _target(q, line)
+    target._handle()  # QueueClosed on a closed handle
+    state: int = _native.msg_line_state(target._id, line)
+    if state == _fast.FAILED:
+        target._fast_failed(retry=False)
+    return state
+
+
+async def _ready(q: Any, line: int, seen: int, deadline: Optional[float]) -> bool:
+    """Wait until ``q``'s ``line`` moved on from ``seen`` (read before the failed try); False
+    when the deadline passed.
 
     ``q`` is a SageQueue, or a handle that names the local queue its ``line`` waits on
     (``_wait_target(line)``) and checks its own health between waits of at most
     ``_wait_slice`` seconds (a RemoteSageQueue: its bridge)."""
-    target = q._wait_target(line) if hasattr(q, "_wait_target") else q
+    target = _target(q, line)
     slice_ = getattr(q, "_wait_slice", None)
     while True:
         left = _FOREVER if deadline is None else deadline - time.monotonic()
@@ -58,7 +78,7 @@ async def _ready(q: Any, line: int, deadline: Optional[float]) -> bool:
         step = left if slice_ is None else (slice_ if left < 0 else min(left, slice_))
         target._handle()  # QueueClosed on a closed handle
         try:
-            if await _native.msg_ready_async(target._id, line, step):
+            if await _native.msg_ready_async(target._id, line, seen, step):
                 return True
         except _native.QueueError as e:
             raise target._error(e) from None
@@ -70,23 +90,25 @@ async def _ready(q: Any, line: int, deadline: Optional[float]) -> bool:
 async def get_async(q: Any, timeout: Optional[float] = None) -> Any:
     deadline = _deadline(timeout)
     while True:
+        seen = _state(q, DATA)
         try:
             return q.get(block=False)
         except queue.Empty:
             pass
-        if not await _ready(q, DATA, deadline):
+        if not await _ready(q, DATA, seen, deadline):
             raise queue.Empty
 
 
 async def put_async(q: Any, item: Any, timeout: Optional[float] = None) -> None:
     deadline = _deadline(timeout)
     while True:
+        seen = _state(q, SPACE)
         try:
             q.put(item, block=False)
             return
         except queue.Full:
             pass
-        if not await _ready(q, SPACE, deadline):
+        if not await _ready(q, SPACE, seen, deadline):
             raise queue.Full
 
 
@@ -100,6 +122,7 @@ async def get_many_async(
 ) -> List[Any]:
     deadline = _deadline(timeout)
     while True:
+        seen = _state(q, DATA)
         try:
             items: List[Any] = q.get_many(
                 False, None, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
@@ -107,7 +130,7 @@ async def get_many_async(
             return items
         except queue.Empty:
             pass
-        if not await _ready(q, DATA, deadline):
+        if not await _ready(q, DATA, seen, deadline):
             raise queue.Empty
 
 
@@ -121,6 +144,7 @@ async def put_many_async(
     rest = items if isinstance(items, list) else list(items)
     total, done = len(rest), 0
     while True:
+        seen = _state(q, SPACE)
         try:
             done += q.put_many(rest[done:], block=False)
             return total
@@ -128,7 +152,7 @@ async def put_many_async(
             done += e.count
         except queue.Full:
             pass
-        if not await _ready(q, SPACE, deadline):
+        if not await _ready(q, SPACE, seen, deadline):
             if done:
                 raise BatchFull(done, total)
             raise queue.Full
@@ -140,12 +164,13 @@ async def join_async(q: "SageQueue", timeout: Optional[float] = None) -> bool:
     deadline = _deadline(timeout)
     native = q._handle()
     while True:
+        seen = _state(q, TASKS)
         try:
             if native.join(0.0):
                 return True
         except _native.QueueError as e:
             raise from_native(e, q.name) from None
-        if not await _ready(q, TASKS, deadline):
+        if not await _ready(q, TASKS, seen, deadline):
             return False
 
 

@@ -279,3 +279,51 @@ def test_a_forked_child_awaits_with_its_own_watcher(make_queue):
     q.put("child")
     assert out.get(timeout=20) == "child"
     p.join(10)
+
+
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def test_a_wait_that_the_counts_allow_but_the_try_cannot_use_does_not_spin(make_queue):
+    """A message committed behind another handle's open loan, and room behind a pinned view:
+    the counts allow them, a try cannot use them; the awaiting call waits for the next change
+    instead of retrying in a loop."""
+    q = make_queue(maxsize=8192, serializer="raw")
+    other = make_queue(name=q.name, serializer="raw")
+
+    async def behind_a_loan():
+        loan = other.loan(10)
+        loan.__enter__()[:] = b"0123456789"
+        other.put(b"behind")  # committed behind the open loan
+        waiter = asyncio.ensure_future(q.get_async(timeout=5))
+        c0 = _cpu()
+        await asyncio.sleep(0.5)
+        used = _cpu() - c0
+        assert not waiter.done()
+        loan.commit()  # the change: the waiter tries again and gets the loan's message
+        assert await waiter == b"0123456789"
+        assert q.get_nowait() == b"behind"
+        return used
+
+    assert run(behind_a_loan()) < 0.1
+
+    async def behind_a_view():
+        q.put(b"P" * 2000)
+        view = other.view(timeout=1)
+        view.__enter__()  # pins the first message
+        q.put(b"x" * 3000)
+        other_msg = q.get_nowait()  # taken: its room is behind the pin
+        assert other_msg == b"x" * 3000
+        waiter = asyncio.ensure_future(q.put_async(b"y" * 5000, timeout=5))
+        c0 = _cpu()
+        await asyncio.sleep(0.5)
+        used = _cpu() - c0
+        assert not waiter.done()
+        view.__exit__(None, None, None)  # released: the room comes back
+        await waiter
+        assert q.get_nowait() == b"y" * 5000
+        return used
+
+    assert run(behind_a_view()) < 0.1
