@@ -3,8 +3,8 @@
 //
 // Each call makes the non-waiting message call (msg_try_take, msg_try_put, ...) on the thread
 // the task runs on, and while that finds nothing (or no room) awaits the native
-// msg_ready_async: a UniFFI future that resolves when the queue may allow progress and never
-// takes or puts anything itself. Between a successful take and the return there is no
+// msg_ready_async: a UniFFI future that resolves when the queue's state moved on from the one
+// read before the try (msg_line_state), and never takes or puts anything itself. Between a successful take and the return there is no
 // suspension point, so cancelling a task (or a timeout) can never lose, duplicate or half-put
 // a message: a cancelled wait is only a wait given up.
 //
@@ -42,6 +42,7 @@ extension Queue {
         var wait = try Waiting(self, .data, timeout)
         while true {
             try Task.checkCancellation()
+            try wait.mark()  // the line's state before the try (msg_line_state)
             // The take and the copy out of the view buffer, with no suspension point between
             // them and the return.
             let n = uniffi_sage_queue_fn_func_msg_try_take(id, status)
@@ -60,6 +61,7 @@ extension Queue {
         let items = UInt32(clamping: max(maxItems, 0))
         while true {
             try Task.checkCancellation()
+            try wait.mark()  // the line's state before the try (msg_line_state)
             let n = uniffi_sage_queue_fn_func_msg_take_batch(id, items, maxBytes, 0, status)
             if n < Self.failed {
                 return try Self.messages(UnsafeRawBufferPointer(start: View.address(n, status), count: Int(n)))
@@ -77,6 +79,7 @@ extension Queue {
         var wait = try Waiting(self, .space, timeout)
         while true {
             try Task.checkCancellation()
+            try wait.mark()  // the line's state before the try (msg_line_state)
             if try data.withUnsafeBytes({ try tryPut(Self.none, $0) }) { return }
             if try await !wait.next() { throw QueueError.Full }
         }
@@ -87,6 +90,7 @@ extension Queue {
         var wait = try Waiting(self, .space, timeout)
         while true {
             try Task.checkCancellation()
+            try wait.mark()  // the line's state before the try (msg_line_state)
             if try bytes.withUnsafeBytes({ try tryPut(Self.none, $0) }) { return }
             if try await !wait.next() { throw QueueError.Full }
         }
@@ -104,6 +108,7 @@ extension Queue {
         var done = 0
         while true {
             try Task.checkCancellation()
+            try wait.mark()  // the line's state before the try (msg_line_state)
             let n = table.put(from: done, id, status)
             if n < 0 { throw Self.failure() }
             done += Int(n)
@@ -123,6 +128,7 @@ extension Queue {
         var wait = try Waiting(self, .tasks, timeout)
         while true {
             try Task.checkCancellation()
+            try wait.mark()  // the line's state before the try (msg_line_state)
             if try handle.join(timeout: 0) { return true }
             if try await !wait.next() { return false }
         }
@@ -170,10 +176,10 @@ extension Queue {
     /// Wait, without a thread, until the queue may allow progress on `line` (or is closed):
     /// true; false when the deadline passed. Takes and puts nothing. CancellationError when the
     /// task is cancelled (at once: the native wait is cancelled by the task's cancellation).
-    func ready(_ line: Line, _ deadline: Deadline) async throws -> Bool {
+    func ready(_ line: Line, _ seen: UInt64, _ deadline: Deadline) async throws -> Bool {
         let left = deadline.left
         if left == 0 { return false }
-        let future = uniffi_sage_queue_fn_func_msg_ready_async(id, line.rawValue, left)
+        let future = uniffi_sage_queue_fn_func_msg_ready_async(id, line.rawValue, seen, left)
         waiters.add(future)
         await withTaskCancellationHandler {
             while await Self.poll(future) != 0 {} // 0: ready (or cancelled); 1: polled again
@@ -237,23 +243,17 @@ extension Queue {
     }
 }
 
-/// One async call's waiting: its deadline, and a pause before it asks again when the native
-/// readiness keeps saying yes while the call's own try keeps finding nothing.
-///
-/// msg_ready_async judges a line by counts (data: messages in the queue; space: the ring not
-/// full), and the counts can allow what the try cannot do: a message committed behind another
-/// handle's open loan counts though a take must wait at the loan, and ring space behind a
-/// pinned view counts as free though a put cannot reuse it. The wait then ends at once, every
-/// time, and a plain loop would spin a core until the loan is committed or the view released
-/// (Python's get_async and put_async do: a core problem, reported). From the third wait in a
-/// row, each wait is therefore preceded by a pause of 50 µs, doubling up to 5 ms (cut to the
-/// time left; a cancel ends it at once). A call woken normally succeeds on its first or
-/// second try and never pauses.
+/// One async call's waiting: its line, its deadline, and the line's state read before each
+/// try. msg_ready_async resolves when that state moved on (a message committed, room
+/// returned, a task done), so a try that fails for a reason the state does not show (a
+/// message behind another handle's open loan, room behind a pinned view) waits for the next
+/// change instead of retrying in a loop.
 struct Waiting {
     let queue: Queue
     let line: Queue.Line
     let deadline: Deadline
-    private var waits = 0
+    /// The line's state read before the last try (msg_line_state).
+    private var seen: UInt64 = 0
 
     init(_ queue: Queue, _ line: Queue.Line, _ timeout: Double) throws {
         self.queue = queue
@@ -261,18 +261,18 @@ struct Waiting {
         deadline = try Deadline(timeout)
     }
 
-    /// After a try that found nothing: wait until the queue may allow progress (true), or the
-    /// deadline passed (false).
+    /// Before a try: read the line's state, which the wait after a failed try starts from (a
+    /// change between the try and the wait is then never missed).
+    mutating func mark() throws {
+        let s = uniffi_sage_queue_fn_func_msg_line_state(queue.id, line.rawValue, queue.status)
+        if s == Queue.failed { throw Queue.failure() }
+        seen = s
+    }
+
+    /// After a try that found nothing: wait until the line's state moved on from the one read
+    /// before the try (true), or the deadline passed (false).
     mutating func next() async throws -> Bool {
-        if waits >= 2 {
-            var pause = min(50e-6 * Double(1 << min(waits - 2, 7)), 0.005)
-            let left = deadline.left
-            if left == 0 { return false }
-            if left > 0 { pause = min(pause, left) }
-            try await Task.sleep(nanoseconds: UInt64(pause * 1e9))
-        }
-        waits += 1
-        return try await queue.ready(line, deadline)
+        try await queue.ready(line, seen, deadline)
     }
 }
 

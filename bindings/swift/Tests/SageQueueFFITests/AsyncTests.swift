@@ -216,7 +216,8 @@ final class AsyncTests: XCTestCase {
         let q = try Queue.create(qname("agen"))
         defer { q.detach() }
         let t = now()
-        let task = Task { try await msgReadyAsync(id: q.id, line: 0, timeout: 0.5) }
+        let seen = msgLineState(id: q.id, line: 0)
+        let task = Task { try await msgReadyAsync(id: q.id, line: 0, seen: seen, timeout: 0.5) }
         task.cancel()
         let ready = try await task.value
         let took = now() - t
