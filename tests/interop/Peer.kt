@@ -1,6 +1,8 @@
 // The Kotlin peer of the interop test (tests/interop/run.py): the same roles and messages as
-// peer.py (see there). Built against the installed io.sage:sage-queue by
-// bindings/kotlin/interop-peer/pom.xml (tests/interop/run.sh does it).
+// peer.py (see there), and two in place: produce-loan (each message written straight into a
+// loan) and consume-view (each message checked where it lies in the ring, as a view). Built
+// against the installed io.sage:sage-queue by bindings/kotlin/interop-peer/pom.xml
+// (tests/interop/run.sh does it).
 import io.sage.queue.*
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
@@ -75,6 +77,44 @@ fun consume(q: SageQueue, producer: Int, count: Int, sizes: String): String {
     return """{"count": $got, "bytes": $bytes, "bad": ${bad.joinToString(",", "[", "]")}}"""
 }
 
+/** Write message `seq` of `producer` (the bytes of message()) straight into `buf`. */
+fun writeMessage(buf: ByteBuffer, producer: Int, seq: Int, n: Int) {
+    val k = (seq + producer * 7) and 0xff
+    for (i in 0 until n) buf.put(i, ((i * 31 + k) and 0xff).toByte())
+    if (n < 12) return
+    buf.order(ByteOrder.LITTLE_ENDIAN).putLong(0, (producer.toLong() shl 32) or seq.toLong())
+    val crc = CRC32().also { it.update(buf.duplicate().position(0).limit(n - 4)) }
+    buf.putInt(n - 4, crc.value.toInt())
+}
+
+/** Every message written in place with a loan (no ByteArray in between). */
+fun produceLoans(q: SageQueue, producer: Int, count: Int, sizes: String): String {
+    var bytes = 0L
+    for (seq in 0 until count) {
+        val n = sizeOf(seq, sizes)
+        q.loan(n, WAIT) { buf -> writeMessage(buf, producer, seq, n) }
+        bytes += n
+    }
+    return """{"count": $count, "bytes": $bytes}"""
+}
+
+/** Every message read in place as a view: its bytes and checksum checked in the ring. */
+fun consumeViews(q: SageQueue, producer: Int, count: Int, sizes: String): String {
+    var bytes = 0L
+    val bad = ArrayList<Int>()
+    for (seq in 0 until count) {
+        val want = message(producer, seq, sizeOf(seq, sizes))
+        val ok = q.view(WAIT) { buf ->
+            bytes += buf.remaining()
+            buf.remaining() == want.size && buf.mismatch(ByteBuffer.wrap(want)) == -1 &&
+                (want.size < 12 || CRC32().also { it.update(buf.duplicate().limit(want.size - 4)) }.value.toInt() ==
+                    buf.order(ByteOrder.LITTLE_ENDIAN).getInt(want.size - 4))
+        }
+        if (!ok) bad.add(seq)
+    }
+    return """{"count": $count, "bytes": $bytes, "bad": ${bad.joinToString(",", "[", "]")}}"""
+}
+
 fun drain(q: SageQueue): String {
     val tags = ArrayList<Long>()
     var bytes = 0L
@@ -127,6 +167,8 @@ fun main(args: Array<String>) {
             "produce" -> produce(q, args[2].toInt(), args[3].toInt(), args[4])
             "consume" -> consume(q, args[2].toInt(), args[3].toInt(), args[4])
             "drain" -> drain(q)
+            "produce-loan" -> produceLoans(q, args[2].toInt(), args[3].toInt(), args[4])
+            "consume-view" -> consumeViews(q, args[2].toInt(), args[3].toInt(), args[4])
             "inspect" -> { inspect(q); null }
             else -> error("unknown role $role")
         }

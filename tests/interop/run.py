@@ -7,9 +7,10 @@ at the same time (run by tests/interop/run.sh, which builds the peers first).
   together, every message taken exactly once;
 - a Python, a Kotlin and a Swift process attached at once see the same qsize, statistics and
   attachment count as it changes;
-- messages in place: Swift reads as views (Queue.view) the messages Python put with the raw
-  serializer and wrote with loans (SageQueue.loan), and Python reads (get, and views) the
-  messages Swift wrote with loans (Queue.loan).
+- messages in place: Swift and Kotlin read as views (Queue.view, SageQueue.view) the
+  messages Python put with the raw serializer and wrote with loans (SageQueue.loan), and
+  Python reads (get, and views) the messages Swift and Kotlin wrote with loans (Queue.loan,
+  SageQueue.loan).
 
 Ends with "N passed, M failed"; exits 1 if any scenario failed.
 """
@@ -163,14 +164,14 @@ def mpmc():
     return f"{len(want)} messages, {want_bytes} bytes; {split}"
 
 
-def python_to_swift_views():
-    """The driver puts (raw serializer) and loans in turn; a Swift peer checks each message
-    in a view."""
-    count, sizes, producer = DIRECTION_COUNT, "all", 8
+def python_to_views(lang="swift", producer=8):
+    """The driver puts (raw serializer) and loans in turn; a Swift (or Kotlin) peer checks
+    each message in a view."""
+    count, sizes = DIRECTION_COUNT, "all"
     want_bytes = sum(peer.size_of(s, sizes) for s in range(count))
-    with queue("python-swift-views") as q:
+    with queue(f"python-{lang}-views") as q:
         deadline = time.monotonic() + TIMEOUT
-        cons = start("swift", "consume-view", q.name, producer, count, sizes)
+        cons = start(lang, "consume-view", q.name, producer, count, sizes)
         loans = 0
         try:
             for seq in range(count):
@@ -181,7 +182,7 @@ def python_to_swift_views():
                     with q.loan(len(m), timeout=peer.WAIT) as buf:
                         buf[:] = m
                     loans += 1
-            c = finish(cons, "swift consumer (views)", deadline)
+            c = finish(cons, f"{lang} consumer (views)", deadline)
         finally:
             if cons.poll() is None:
                 kill(cons)
@@ -193,14 +194,14 @@ def python_to_swift_views():
     return f"{count} messages ({loans} loans), {want_bytes} bytes"
 
 
-def swift_loans_to_python():
-    """A Swift peer writes every message into a loan; the driver takes them by get and by
-    view in turn and checks every byte."""
-    count, sizes, producer = DIRECTION_COUNT, "all", 9
+def loans_to_python(lang="swift", producer=9):
+    """A Swift (or Kotlin) peer writes every message into a loan; the driver takes them by
+    get and by view in turn and checks every byte."""
+    count, sizes = DIRECTION_COUNT, "all"
     want_bytes = sum(peer.size_of(s, sizes) for s in range(count))
-    with queue("swift-loans-python") as q:
+    with queue(f"{lang}-loans-python") as q:
         deadline = time.monotonic() + TIMEOUT
-        prod = start("swift", "produce-loan", q.name, producer, count, sizes)
+        prod = start(lang, "produce-loan", q.name, producer, count, sizes)
         bad, got, nbytes = [], 0, 0
         try:
             for seq in range(count):
@@ -214,7 +215,7 @@ def swift_loans_to_python():
                     bad.append(seq)
                 got += 1
                 nbytes += len(m)
-            p = finish(prod, "swift producer (loans)", deadline)
+            p = finish(prod, f"{lang} producer (loans)", deadline)
         finally:
             if prod.poll() is None:
                 kill(prod)
@@ -316,8 +317,10 @@ def main():
     scenarios += [
         ("MPMC: python+kotlin producers, swift+python consumers", mpmc),
         ("python, kotlin and swift see the same state", shared_state),
-        ("in place: python puts and loans -> swift views", python_to_swift_views),
-        ("in place: swift loans -> python gets and views", swift_loans_to_python),
+        ("in place: python puts and loans -> swift views", python_to_views),
+        ("in place: swift loans -> python gets and views", loans_to_python),
+        ("in place: python puts and loans -> kotlin views", lambda: python_to_views("kotlin", 10)),
+        ("in place: kotlin loans -> python gets and views", lambda: loans_to_python("kotlin", 11)),
     ]
     only = sys.argv[1:]
     passed = failed = 0

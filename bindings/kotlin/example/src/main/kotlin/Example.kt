@@ -1,5 +1,6 @@
-// The sage-queue example: one queue, messages one by one and in batches, timeouts, and a
-// second handle (here on another thread; another process opens it by name the same way).
+// The sage-queue example: one queue, messages one by one and in batches, timeouts, a second
+// handle (here on another thread; another process opens it by name the same way), coroutines,
+// and a message written and read in place (a loan and a view).
 package io.sage.example
 
 import io.sage.queue.QueueException
@@ -11,7 +12,13 @@ import io.sage.queue.open
 import io.sage.queue.openOrCreate
 import io.sage.queue.put
 import io.sage.queue.putMany
+import io.sage.queue.getAsync
+import io.sage.queue.loan
+import io.sage.queue.putAsync
 import io.sage.queue.take
+import io.sage.queue.view
+import kotlinx.coroutines.async
+import kotlinx.coroutines.runBlocking
 
 fun main() {
     val name = "sage-queue-example-${ProcessHandle.current().pid()}"
@@ -43,5 +50,15 @@ fun main() {
         println("consumed $count messages from another handle in %.1f ms".format(ms))
         val s = q.stats()
         println("stats: msgsIn=${s.msgsIn} msgsOut=${s.msgsOut} attached=${s.attached}")
+
+        // Coroutines: a suspended get holds no thread; a put from another coroutine wakes it.
+        runBlocking {
+            val waiter = async { String(q.getAsync(timeout = 5.0)) }
+            q.putAsync("from a coroutine".toByteArray())
+            println("getAsync: " + waiter.await())
+        }
+        // In place: 8 bytes written into the ring (a loan), read where they lie (a view).
+        q.loan(8) { buf -> buf.putLong(0, 42L) } // published when the block returns
+        println("view: " + q.view { buf -> buf.getLong(0) }) // released when the block returns
     }
 }

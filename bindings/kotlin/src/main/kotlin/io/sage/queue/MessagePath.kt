@@ -1,5 +1,6 @@
-// The message path of sage_queue.udl (msg_put, msg_take, msg_put_batch, msg_take_batch, the
-// view buffer), called straight through JNA direct mapping with plain integer arguments.
+// The message path of sage_queue.udl (msg_put, msg_take and their non-waiting msg_try_* forms,
+// msg_put_batch, msg_take_batch, the view buffer, loans and pinned views), called straight
+// through JNA direct mapping with plain integer arguments.
 //
 // Why: a generated call allocates and reads back JNA Structures (a fresh call status, a
 // ForeignBytes by value per buffer), which costs tens of µs per message. These declarations
@@ -56,6 +57,26 @@ internal object MsgNative {
     @JvmStatic external fun uniffi_sage_queue_fn_func_msg_view_address(status: Long): Long
 
     @JvmStatic external fun uniffi_sage_queue_fn_func_msg_view_capacity(status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_try_put(
+        id: Long, headLen: Int, headData: Long, bodyLen: Int, bodyData: Long, status: Long,
+    ): Byte
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_try_take(id: Long, status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_loan(id: Long, len: Long, timeout: Double, status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_commit(id: Long, status: Long): Byte
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_abort(id: Long, status: Long): Byte
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_pin(id: Long, timeout: Double, status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_pin_address(status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_unpin(id: Long, address: Long, status: Long): Byte
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_line_state(id: Long, line: Byte, status: Long): Long
 }
 
 internal object MessagePath {
@@ -88,6 +109,15 @@ internal object MessagePath {
         "uniffi_sage_queue_fn_func_msg_take_batch" to (listOf(J, I, J, D, ST) to J),
         "uniffi_sage_queue_fn_func_msg_view_address" to (listOf(ST) to J),
         "uniffi_sage_queue_fn_func_msg_view_capacity" to (listOf(ST) to J),
+        "uniffi_sage_queue_fn_func_msg_try_put" to (listOf(J, FB, FB, ST) to B),
+        "uniffi_sage_queue_fn_func_msg_try_take" to (listOf(J, ST) to J),
+        "uniffi_sage_queue_fn_func_msg_loan" to (listOf(J, J, D, ST) to J),
+        "uniffi_sage_queue_fn_func_msg_commit" to (listOf(J, ST) to B),
+        "uniffi_sage_queue_fn_func_msg_abort" to (listOf(J, ST) to B),
+        "uniffi_sage_queue_fn_func_msg_pin" to (listOf(J, D, ST) to J),
+        "uniffi_sage_queue_fn_func_msg_pin_address" to (listOf(ST) to J),
+        "uniffi_sage_queue_fn_func_msg_unpin" to (listOf(J, J, ST) to B),
+        "uniffi_sage_queue_fn_func_msg_line_state" to (listOf(J, B, ST) to J),
     )
 
     /** Checksum symbol -> the checksum the library reports (it hashes the UDL signature). */
@@ -98,6 +128,18 @@ internal object MessagePath {
         "uniffi_sage_queue_checksum_func_msg_take_batch" to 12873,
         "uniffi_sage_queue_checksum_func_msg_view_address" to 4301,
         "uniffi_sage_queue_checksum_func_msg_view_capacity" to 17569,
+        "uniffi_sage_queue_checksum_func_msg_try_put" to 48097,
+        "uniffi_sage_queue_checksum_func_msg_try_take" to 2003,
+        "uniffi_sage_queue_checksum_func_msg_loan" to 16048,
+        "uniffi_sage_queue_checksum_func_msg_commit" to 25496,
+        "uniffi_sage_queue_checksum_func_msg_abort" to 33836,
+        "uniffi_sage_queue_checksum_func_msg_pin" to 768,
+        "uniffi_sage_queue_checksum_func_msg_pin_address" to 10052,
+        "uniffi_sage_queue_checksum_func_msg_unpin" to 60646,
+        "uniffi_sage_queue_checksum_func_msg_line_state" to 12530,
+        // Not called directly (the generated suspend fun msgReadyAsync is), but Async.kt
+        // relies on its meaning (the lines, the state read by msg_line_state before a try).
+        "uniffi_sage_queue_checksum_func_msg_ready_async" to 50931,
         "uniffi_sage_queue_checksum_func_msg_error" to 31326,
         "uniffi_sage_queue_checksum_method_sagequeue_msg_id" to 42677,
     )
@@ -159,6 +201,7 @@ internal object MessagePath {
             }
         }
         for (name in ours.keys - generated.keys) problems.add("MsgNative.$name is not pinned")
+        problems.addAll(Hold.problems()) // the generated object's call counter (InPlace.kt)
         // The library's own answers (loading IntegrityCheckingUniffiLib also runs the generated
         // contract and checksum checks against the generated constants).
         val version = IntegrityCheckingUniffiLib.ffi_sage_queue_uniffi_contract_version()
@@ -242,7 +285,10 @@ internal object MessagePath {
 
     /** The handle's message-path id: asked once per handle (msgId()), remembered weakly. */
     fun id(t: PerThread, q: SageQueue): Long {
-        if (t.lastQueue.get() === q) return t.lastId
+        if (t.lastQueue.get() === q && !q.uniffiIsDestroyed) return t.lastId
+        // (A closed object's native handle may live on a while, held by a loan, a view or an
+        // async wait: its calls fail all the same.)
+        if (q.uniffiIsDestroyed) throw QueueException.Closed("the handle was closed (close() or use {} freed it)")
         val id = ids[q] ?: try {
             q.msgId().toLong().also { ids[q] = it }
         } catch (e: IllegalStateException) {
@@ -281,7 +327,8 @@ internal object MessagePath {
         }
     }
 
-    /** msg_put of `head` + `body` as one message: true if put, false if no room came in time. */
+    /** msg_put of `head` + `body` as one message: true if put, false if no room came in time.
+     * A timeout of 0.0 is msg_try_put (the same call, one argument fewer). */
     fun put(q: SageQueue, head: ByteArray?, body: ByteArray, timeout: Double): Boolean {
         val t = thread()
         val id = id(t, q)
@@ -289,7 +336,11 @@ internal object MessagePath {
         val r = withOut(t, hn.toLong() + body.size) { buf, address ->
             if (head != null) buf.put(0, head, 0, hn)
             buf.put(hn, body, 0, body.size)
-            MsgNative.uniffi_sage_queue_fn_func_msg_put(id, hn, address, body.size, address + hn, timeout, STATUS)
+            if (timeout == 0.0) {
+                MsgNative.uniffi_sage_queue_fn_func_msg_try_put(id, hn, address, body.size, address + hn, STATUS)
+            } else {
+                MsgNative.uniffi_sage_queue_fn_func_msg_put(id, hn, address, body.size, address + hn, timeout, STATUS)
+            }
         }
         return when (r.toInt()) {
             1 -> true
@@ -343,10 +394,15 @@ internal object MessagePath {
     private fun tooLong(n: Long): Nothing =
         throw IllegalStateException("a result of $n bytes does not fit a JVM array (it was taken and is lost)")
 
-    /** msg_take: one message, or null if none came in time. */
+    /** msg_take: one message, or null if none came in time. A timeout of 0.0 is msg_try_take. */
     fun take(q: SageQueue, timeout: Double): ByteArray? {
         val t = thread()
-        val n = MsgNative.uniffi_sage_queue_fn_func_msg_take(id(t, q), timeout, STATUS)
+        val id = id(t, q)
+        val n = if (timeout == 0.0) {
+            MsgNative.uniffi_sage_queue_fn_func_msg_try_take(id, STATUS)
+        } else {
+            MsgNative.uniffi_sage_queue_fn_func_msg_take(id, timeout, STATUS)
+        }
         return when (n) {
             NOTHING -> null
             FAILED -> raise()
@@ -385,5 +441,61 @@ internal object MessagePath {
         }
         check(off == lengthsAt) { "a batch view's lengths do not add up to its payloads" }
         return out
+    }
+
+    // ---- in place: loans and pinned views (InPlace.kt) ----
+
+    /** msg_loan: the address of room for one message of `len` bytes, or 0 if no room came in
+     * time (the ring never hands out address 0). */
+    fun loan(id: Long, len: Long, timeout: Double): Long =
+        when (val a = MsgNative.uniffi_sage_queue_fn_func_msg_loan(id, len, timeout, STATUS)) {
+            NOTHING -> 0L
+            FAILED -> raise()
+            else -> a
+        }
+
+    /** msg_commit (publish) or msg_abort (give up) the handle's open loan. */
+    fun endLoan(id: Long, commit: Boolean) {
+        val r = if (commit) {
+            MsgNative.uniffi_sage_queue_fn_func_msg_commit(id, STATUS)
+        } else {
+            MsgNative.uniffi_sage_queue_fn_func_msg_abort(id, STATUS)
+        }
+        if (r.toInt() != 1) raise()
+    }
+
+    /** msg_pin: the next message pinned in place as (address, length), or null if none came in
+     * time. The address is read on the same thread right after the pin (no suspension or
+     * blocking call between them, so a virtual thread cannot change carriers there). */
+    fun pin(id: Long, timeout: Double): Pair<Long, Long>? {
+        val n = MsgNative.uniffi_sage_queue_fn_func_msg_pin(id, timeout, STATUS)
+        return when (n) {
+            NOTHING -> null
+            FAILED -> raise()
+            else -> MsgNative.uniffi_sage_queue_fn_func_msg_pin_address(STATUS) to n
+        }
+    }
+
+    /** msg_unpin; false (the error forgotten) if the handle has no view there any more (it
+     * was closed), when `quiet`; else the error is thrown. */
+    fun unpin(id: Long, address: Long, quiet: Boolean): Boolean {
+        if (MsgNative.uniffi_sage_queue_fn_func_msg_unpin(id, address, STATUS).toInt() == 1) return true
+        if (!quiet) raise()
+        try {
+            msgError()
+        } catch (e: QueueException) {
+            // forgotten: the handle closed, which released the view already
+        }
+        return false
+    }
+
+    // ---- async (Async.kt) ----
+
+    /** msg_line_state: the state of `line` of the handle `id`, read before a non-waiting try
+     * (msg_ready_async then waits until it moved on). */
+    fun lineState(id: Long, line: Int): Long {
+        val s = MsgNative.uniffi_sage_queue_fn_func_msg_line_state(id, line.toByte(), STATUS)
+        if (s == FAILED) msgError() // throws if it failed (else FAILED was the state itself)
+        return s
     }
 }

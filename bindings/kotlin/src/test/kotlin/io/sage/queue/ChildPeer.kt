@@ -62,6 +62,17 @@ object ChildPeer {
                     println("consumed $got bad $bad")
                     if (bad > 0) exitProcess(1)
                 }
+                // trickle PRODUCER COUNT EVERY: single puts, pausing 1 ms after every EVERY
+                "trickle" -> {
+                    val producer = args[2].toInt()
+                    val count = args[3].toInt()
+                    val every = args[4].toInt()
+                    for (seq in 0 until count) {
+                        q.put(message(producer, seq), 60.0)
+                        if ((seq + 1) % every == 0) Thread.sleep(1)
+                    }
+                    println("produced $count")
+                }
                 // wait: print "waiting", then wait for one message and print it
                 "wait" -> {
                     println("waiting")
