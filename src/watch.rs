@@ -166,9 +166,11 @@ impl SageQueue {
     }
 }
 
-/// Wake `w`'s waiters whose line moved on since they tried (FIFO), counting them in flight;
-/// for a take, only as many as there are messages (minus those woken and not yet back).
-fn wake_ready(w: &mut Watched) {
+/// Take out `w`'s waiters whose line moved on since they tried (FIFO), counting them in
+/// flight, and add their wakers to `woken`; for a take, only as many as there are messages
+/// (minus those woken and not yet back). The caller wakes them after unlocking: a waker may
+/// poll its future at once on this thread, and the poll takes the lock.
+fn wake_ready(w: &mut Watched, woken: &mut Vec<Waker>) {
     let q = w.queue.clone();
     let closed = q.is_closed();
     let state = q.line_state(w.line);
@@ -184,7 +186,7 @@ fn wake_ready(w: &mut Watched) {
             let waiter = w.waiting.remove(i).unwrap();
             w.deadlines.retain(|&(t, _)| t != waiter.token);
             w.in_flight += 1;
-            waiter.waker.wake();
+            woken.push(waiter.waker);
             left -= 1;
         } else {
             i += 1;
@@ -197,6 +199,7 @@ fn watch_loop(shard: &Shard) {
         let control = shard.control.load(SeqCst);
         let mut words: Vec<(*const AtomicU32, u32)> = Vec::new();
         let mut next_deadline: Option<Instant> = None;
+        let mut woken: Vec<Waker> = Vec::new();
         {
             let mut st = lock(&shard.state);
             let now = Instant::now();
@@ -210,7 +213,7 @@ fn watch_loop(shard: &Shard) {
                     if let Some(i) = w.waiting.iter().position(|x| x.token == t) {
                         let waiter = w.waiting.remove(i).unwrap();
                         w.in_flight += 1;
-                        waiter.waker.wake();
+                        woken.push(waiter.waker);
                     }
                     w.deadlines.retain(|&(x, _)| x != t);
                 }
@@ -219,7 +222,7 @@ fn watch_loop(shard: &Shard) {
                 // Read the word before the state it guards: a change after this read makes
                 // the sleep below return at once.
                 w.seen = seq.load(SeqCst);
-                wake_ready(w);
+                wake_ready(w, &mut woken);
                 let keep = !w.waiting.is_empty() || w.in_flight > 0;
                 if !keep {
                     waiters.fetch_sub(1, SeqCst);
@@ -233,6 +236,14 @@ fn watch_loop(shard: &Shard) {
                 }
                 true
             });
+        }
+        // Outside the lock: a waker may poll its future right here (an inline executor).
+        let woke_any = !woken.is_empty();
+        for waker in woken {
+            waker.wake();
+        }
+        if woke_any {
+            continue; // those polls may have changed the list: look again before sleeping
         }
         let timeout = next_deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
