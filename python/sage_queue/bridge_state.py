@@ -79,7 +79,7 @@ def remove_finished(folder: str) -> List[str]:
             continue
         path = os.path.join(folder, name)
         state = read_state(path)
-        if state.get("status") in (None, "ok") or _alive(int(state.get("pid", 0))):
+        if state.get("status") in (None, "ok") or process_alive(int(state.get("pid", 0))):
             continue
         try:
             os.unlink(path)
@@ -89,7 +89,8 @@ def remove_finished(folder: str) -> List[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (False for pid 0 or less)."""
     if pid <= 0:
         return False
     try:

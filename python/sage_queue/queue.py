@@ -254,6 +254,44 @@ class QueueConveniences:
     def close(self) -> None:
         raise NotImplementedError
 
+    # asyncio (aio.py): the same calls awaited, cancel-safe, no thread per waiter. A queue
+    # names the local queue each line waits on (itself, or RemoteSageQueue._wait_target).
+
+    async def get_async(self, timeout: Optional[float] = None) -> Any:
+        """``await q.get_async()``: get() for coroutines (queue.Empty after ``timeout``)."""
+        return await aio.get_async(self, timeout)
+
+    async def put_async(self, item: Any, timeout: Optional[float] = None) -> None:
+        """``await q.put_async(item)``: put() for coroutines (queue.Full after ``timeout``)."""
+        await aio.put_async(self, item, timeout)
+
+    async def get_many_async(
+        self,
+        timeout: Optional[float] = None,
+        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
+        *,
+        max_items: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+    ) -> List[Any]:
+        """get_many() for coroutines: wait for one item, then take what is there."""
+        return await aio.get_many_async(
+            self, timeout, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
+        )
+
+    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> int:
+        """put_many() for coroutines (BatchFull with ``count`` when the time ends part way)."""
+        return await aio.put_many_async(self, items, timeout)
+
+    def iter_async(self, sentinel: Any = _NO_SENTINEL) -> AsyncIterator[Any]:
+        """``async for item in q.iter_async(sentinel=None):`` items as they come, until an
+        item equal to ``sentinel`` (not yielded) or the queue's close ends the iteration."""
+        return aio.iterate(self, sentinel, sentinel is not _NO_SENTINEL)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for item in q:`` items as they come, until the queue is closed."""
+        return aio.iterate(self)
+
+
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
 
@@ -519,35 +557,9 @@ class SageQueue(QueueConveniences):
         except queue.Full:
             await aio.put_async(self, item, timeout)
 
-    async def get_many_async(
-        self,
-        timeout: Optional[float] = None,
-        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
-        *,
-        max_items: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-    ) -> List[Any]:
-        """get_many() for coroutines: wait for one item, then take what is there."""
-        return await aio.get_many_async(
-            self, timeout, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
-        )
-
-    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> int:
-        """put_many() for coroutines (BatchFull with ``count`` when the time ends part way)."""
-        return await aio.put_many_async(self, items, timeout)
-
     async def join_async(self, timeout: Optional[float] = None) -> bool:
         """join() for coroutines: False when ``timeout`` ends first."""
         return await aio.join_async(self, timeout)
-
-    def iter_async(self, sentinel: Any = _NO_SENTINEL) -> AsyncIterator[Any]:
-        """``async for item in q.iter_async(sentinel=None):`` items as they come, until an
-        item equal to ``sentinel`` (not yielded) or the queue's close ends the iteration."""
-        return aio.iterate(self, sentinel, sentinel is not _NO_SENTINEL)
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        """``async for item in q:`` items as they come, until the queue is closed."""
-        return aio.iterate(self)
 
     # ---- in place: loans, views, out-of-band pickles (inplace.py) ----
 

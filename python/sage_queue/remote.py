@@ -35,7 +35,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -43,13 +43,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from . import aio
 from .bridge_state import bridge_key, read_state, state_path, window_names, write_state
 from .errors import BatchFull, QueueClosed, QueueNotLocal, QueueUnavailable
-from .queue import (
-    _NO_SENTINEL,
-    DEFAULT_MAX_MESSAGES,
-    QueueConveniences,
-    SageQueue,
-    _wait_time,
-)
+from .queue import DEFAULT_MAX_MESSAGES, QueueConveniences, SageQueue, _wait_time
 from .reference import SageQueueRef, attach_reference, host_id, queue_folder, ray_node_id
 from .transfer import batch_count, put_batch, take_batch
 
@@ -539,41 +533,13 @@ class RemoteSageQueue(QueueConveniences):
                 raise
             self._check(force=True)
 
-    # -- asyncio: the same calls awaited (aio.py), waiting on this node's windows --
+    # -- asyncio: QueueConveniences' calls (aio.py), waiting on this node's windows --
 
     _wait_slice = CHECK_EVERY  # aio checks the bridge between waits of at most this
 
     def _wait_target(self, line: int) -> SageQueue:
         """The local window a coroutine waits on: items come into ``_in``, go out of ``_out``."""
         return self._in if line == aio.DATA else self._out
-
-    async def get_async(self, timeout: Optional[float] = None) -> Any:
-        """``await get_async()``: get() for coroutines, cancel-safe (see aio.py)."""
-        return await aio.get_async(self, timeout)
-
-    async def put_async(self, item: Any, timeout: Optional[float] = None) -> None:
-        await aio.put_async(self, item, timeout)
-
-    async def get_many_async(
-        self,
-        timeout: Optional[float] = None,
-        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
-        *,
-        max_items: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-    ) -> List[Any]:
-        return await aio.get_many_async(
-            self, timeout, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
-        )
-
-    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> int:
-        return await aio.put_many_async(self, items, timeout)
-
-    def iter_async(self, sentinel: Any = _NO_SENTINEL) -> AsyncIterator[Any]:
-        return aio.iterate(self, sentinel, sentinel is not _NO_SENTINEL)
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return aio.iterate(self)
 
     # -- put / get --
 

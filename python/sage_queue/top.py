@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _native
-from .bridge_state import read_state
+from .bridge_state import process_alive, read_state
 from .errors import QueueNotFound, SageQueueError, from_native
 from .queue import _STATS_FIELDS
 
@@ -66,18 +66,6 @@ def read_stats(name: str) -> Dict[str, Any]:
     return stats
 
 
-def _alive(pid: int) -> Optional[bool]:
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _windows_of(queue: str, key: str, listing: Dict[str, Any]) -> Dict[str, Optional[int]]:
     """What a bridge's two window queues on this node hold now (from the listing, which does
     not attach); null when a window is not in this folder."""
@@ -115,7 +103,7 @@ def bridge_states(folder: str, listing: Dict[str, Any]) -> Dict[str, Dict[str, L
             entry: Row = {"key": key, **state}
             if side == "bridge":
                 pid = state.get("pid")
-                entry["alive"] = _alive(pid) if isinstance(pid, int) else None
+                entry["alive"] = process_alive(pid) if isinstance(pid, int) and pid > 0 else None
                 entry.update(_windows_of(queue, key, listing))
             found.setdefault(queue, {"bridges": [], "gateways": []})[side + "s"].append(entry)
     return found
