@@ -40,6 +40,11 @@ pub struct QueueStats {
     pub producers_waiting: u32,
     pub pinned: u32,
     pub pinned_bytes: u64,
+    pub unacked: u32,
+    pub redeliverable: u32,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    pub ack_dropped: u64,
 }
 
 pub struct QueueInfo {
@@ -75,6 +80,7 @@ pub(crate) fn stats_of(seg: &Segment, name: &str, pids: Vec<u32>, me: Option<Me>
         gen: 0,
     });
     let (pinned, pinned_bytes) = Ring::new(seg, me).pinned();
+    let (unacked, redeliverable) = crate::lease::counts(seg.leases());
     let b = &h.base;
     let since =
         |now: u64, base: &std::sync::atomic::AtomicU64| now.saturating_sub(base.load(Relaxed));
@@ -90,7 +96,7 @@ pub(crate) fn stats_of(seg: &Segment, name: &str, pids: Vec<u32>, me: Option<Me>
         max_message_size: layout::max_message(seg.capacity),
         used_bytes: used,
         free_bytes: seg.capacity - used,
-        messages: msgs_in.saturating_sub(msgs_out),
+        messages: msgs_in.saturating_sub(msgs_out) + redeliverable as u64,
         attached: pids.len() as u32,
         msgs_in: since(msgs_in, &b.msgs_in),
         msgs_out: since(msgs_out, &b.msgs_out),
@@ -109,6 +115,11 @@ pub(crate) fn stats_of(seg: &Segment, name: &str, pids: Vec<u32>, me: Option<Me>
         pids,
         pinned,
         pinned_bytes,
+        unacked,
+        redeliverable,
+        redelivered: h.leases.redelivered.load(Relaxed),
+        dead_lettered: h.leases.dead_lettered.load(Relaxed),
+        ack_dropped: h.leases.dropped.load(Relaxed),
         consumers_waiting: h.data_wake.waiters.load(Relaxed),
         producers_waiting: h.space_wake.waiters.load(Relaxed),
     }

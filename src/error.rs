@@ -37,6 +37,10 @@ pub enum QueueError {
     /// names the folder, the bytes asked for and the bytes free.
     #[error("{reason}")]
     NoSpace { reason: String },
+    /// An ack or nack whose receipt is no longer valid: the message was already acknowledged
+    /// or returned, or delivered again after its holder died or timed out (fencing).
+    #[error("{reason}")]
+    StaleReceipt { reason: String },
 }
 
 impl QueueError {

@@ -22,6 +22,15 @@ pub enum Step {
     Loaned = 6,
     /// A consumer pinned a view (its record stays COMMITTED below the head), before release.
     Pinned = 7,
+    /// An acked get copied records into its TAKING leases, before the head CAS.
+    LeaseCopied = 8,
+    /// An acked get made its leases HELD, before marking their records CONSUMED.
+    Leased = 9,
+    /// A lease is MOVING (nacked, timed out or its owner dead), before it is READY again,
+    /// dead-lettered or dropped.
+    Moving = 10,
+    /// A get took a READY lease (HELD or MOVING), before copying it out.
+    Serving = 11,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -48,6 +57,10 @@ mod imp {
                 Ok("Counting") => Step::Counting as u8,
                 Ok("Loaned") => Step::Loaned as u8,
                 Ok("Pinned") => Step::Pinned as u8,
+                Ok("LeaseCopied") => Step::LeaseCopied as u8,
+                Ok("Leased") => Step::Leased as u8,
+                Ok("Moving") => Step::Moving as u8,
+                Ok("Serving") => Step::Serving as u8,
                 _ => 0,
             };
             STOP_AT.store(v, Relaxed);

@@ -21,6 +21,8 @@
 //! 1024    128     Item bound (used only when max_items > 0, see bound.rs): count, the bound
 //!                 lock (owner slot and generation) and its journal (kind, count before, two
 //!                 positions, a number). Zero in older segments, which are unbounded.
+//! 1152    128     Leases (lease.rs): READY leases (a hint), redelivered, dead-lettered and
+//!                 dropped counts, and the ack policy (max_deliveries, visibility timeout).
 //! 4096    64*1024 Attachment slots, 64 bytes each: generation, pid (read by `stats`), and
 //!                 the slot's intents: loan (an open loan's record), claim (a producer's
 //!                 range), read (a consumer's range), pin (its views' range).
@@ -28,6 +30,11 @@
 //!                 kernel drops when the process dies.
 //! 69632   cap     The ring: records at 8-byte aligned positions. Positions are u64 byte counts
 //!                 that only grow; a position's place in the ring is `pos % cap`.
+//! +cap    4096    The lease table: LEASES entries of 64 bytes (lease.rs).
+//! +4096   4096    The dead-letter queue's name: u32 length, then the bytes.
+//! +4096   LEASES*stride  Lease payloads, one unacknowledged message each. The file is sparse
+//!                 here: a lease's pages are reserved (fallocate) the first time a message
+//!                 that long is leased, so only what acked gets use takes memory.
 //! ```
 //!
 //! A record is an 8-byte header word `len << 32 | state` followed by `len` payload bytes,
@@ -48,7 +55,8 @@ pub(crate) mod sync {
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SAGEQUE1");
 /// 2: slots carry a loan intent and a pin intent (loans and views in place).
-pub const VERSION: u32 = 2;
+/// 3: a lease table and lease payloads after the ring (acknowledged gets).
+pub const VERSION: u32 = 3;
 pub const SLOT_COUNT: usize = 1024;
 pub const SLOT_SIZE: usize = 64;
 pub const SLOTS_OFFSET: usize = 4096;
@@ -97,6 +105,27 @@ pub fn round_capacity(requested: u64) -> Option<u64> {
 pub fn max_message(capacity: u64) -> u64 {
     let ring = capacity.min(1 << 32);
     ring - RECORD_HEADER - if ring == 1 << 32 { 8 } else { 0 }
+}
+
+/// How many messages a queue holds unacknowledged at once (one lease each).
+pub const LEASES: usize = 64;
+pub const LEASE_SIZE: usize = 64;
+/// The most payload bytes one lease holds: a message of a ring up to 1 GiB.
+pub fn lease_bytes(capacity: u64) -> u64 {
+    max_message(capacity.min(1 << 30))
+}
+/// The distance between two leases' payloads (page aligned).
+pub fn lease_stride(capacity: u64) -> u64 {
+    (lease_bytes(capacity) + 4095) & !4095
+}
+/// Bytes from the start of the file to the end of the dead-letter name page: the part of
+/// the file reserved at creation.
+pub fn reserved_len(capacity: u64) -> u64 {
+    DATA_OFFSET as u64 + capacity + 8192
+}
+/// The whole file's length.
+pub fn file_len(capacity: u64) -> u64 {
+    reserved_len(capacity) + LEASES as u64 * lease_stride(capacity)
 }
 
 #[repr(C, align(128))]
@@ -181,6 +210,40 @@ pub struct ItemLine {
     pub j_n: AtomicU64,
 }
 
+/// The leases' shared counters and the ack policy (lease.rs).
+#[repr(C, align(128))]
+pub struct LeaseLine {
+    /// Leases READY to be delivered again (a hint: consumers look at the table when > 0).
+    pub ready: AtomicU64,
+    /// Deliveries of a message after its first.
+    pub redelivered: AtomicU64,
+    /// Messages moved to the dead-letter queue after max_deliveries.
+    pub dead_lettered: AtomicU64,
+    /// Messages dropped after max_deliveries (no dead-letter queue, or it refused them).
+    pub dropped: AtomicU64,
+    /// Deliveries after which a message is dead-lettered or dropped (0: no limit).
+    pub max_deliveries: AtomicU64,
+    /// A lease held longer than this (ns) is delivered again (0: no timeout).
+    pub visibility_ns: AtomicU64,
+}
+
+/// One lease: a message taken by an acknowledged get and not yet acknowledged, kept here
+/// so that the ring can free its record at once and the message survives its consumer.
+#[repr(C, align(64))]
+pub struct Lease {
+    /// gen << 32 | owner << 3 | kind (lease.rs): every change of hands is one CAS on it.
+    pub state: AtomicU64,
+    /// The ring position of the record being taken into this lease (TAKING), or NONE.
+    pub pos: AtomicU64,
+    pub len: AtomicU64,
+    /// How many times the message was delivered (1 at its first delivery).
+    pub deliveries: AtomicU64,
+    /// When a HELD lease times out (CLOCK_MONOTONIC ns, 0: never).
+    pub deadline: AtomicU64,
+    /// Payload bytes already reserved in the file for this lease.
+    pub reserved: AtomicU64,
+}
+
 #[repr(C)]
 pub struct Header {
     pub id: Identity,
@@ -192,6 +255,7 @@ pub struct Header {
     pub tasks: TaskLine,
     pub base: Baselines,
     pub items: ItemLine,
+    pub leases: LeaseLine,
 }
 
 #[repr(C, align(64))]
@@ -213,7 +277,10 @@ pub struct Slot {
 
 // loom's atomics are larger than the real ones; the model never maps a segment.
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Header>() == 1152);
+const _: () = assert!(std::mem::size_of::<Header>() == 1280);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Lease>() == LEASE_SIZE);
+const _: () = assert!(LEASES * LEASE_SIZE <= 4096);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::offset_of!(Identity, max_items) == 56);
 #[cfg(not(loom))]

@@ -29,6 +29,8 @@ mod bound;
 mod error;
 mod fault;
 mod layout;
+#[cfg(not(loom))]
+mod lease;
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(not(loom))]
@@ -56,12 +58,13 @@ pub use error::QueueError;
 pub use fault::{stop_at, Step};
 #[cfg(not(loom))]
 pub use message::{
-    msg_abort, msg_commit, msg_error, msg_line_state, msg_loan, msg_pin, msg_pin_address, msg_put,
-    msg_put_batch, msg_ready_async, msg_take, msg_take_batch, msg_try_put, msg_try_take, msg_unpin,
+    msg_abort, msg_ack, msg_commit, msg_error, msg_line_state, msg_loan, msg_nack, msg_pin,
+    msg_pin_address, msg_put, msg_put_batch, msg_ready_async, msg_receipt, msg_take,
+    msg_take_acked, msg_take_acked_batch, msg_take_batch, msg_try_put, msg_try_take, msg_unpin,
     msg_view_address, msg_view_capacity, FAILED, NOTHING, READY_DATA, READY_SPACE, READY_TASKS,
 };
 #[cfg(not(loom))]
-pub use queue::SageQueue;
+pub use queue::{AckPolicy, AckedMessage, SageQueue};
 
 #[cfg(not(loom))]
 uniffi::include_scaffolding!("sage_queue");

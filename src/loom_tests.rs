@@ -940,21 +940,14 @@ fn loom_views() {
 /// handle while its loan is open (the API allows it): its claim intent replaces the first
 /// one. Everything is then taken intact, in order.
 ///
-/// This model fails on the current ring.rs, so it is ignored (run it with `--ignored`):
-/// `live_intent` reads a slot's loan intent before its claim intent, the reverse of the order
-/// in which `loan` hands over from one to the other, so a recoverer can see neither (loan
-/// NONE read before the loan intent is set, claim NONE read after the claim intent is
-/// cleared) and turns the live loan DEAD; the head skips it, the releaser zeroes it, and the
-/// producer then writes and commits into freed ring space. With that order reversed, the
-/// second run still fails: `claim` announces a claim intent with a Relaxed store, so a
-/// recoverer that reads the put's claim intent (32..48) is not ordered after the loan intent
-/// stored before it and may still read loan_start NONE (a weak-memory failure, like the one
-/// in `loom_recovery_spares_live_views`). With the claim intent read before the loan intent
-/// and `claim_start` stored with Release (in a scratch copy of ring.rs) it passes with four
-/// preemptions: 5,679 and 51,284 executions, about 10 s.
+/// This model found two bugs, both fixed in ring.rs: `live_intent` read a slot's loan intent
+/// before its claim intent, the reverse of the order in which `loan` hands over from one to
+/// the other, so a recoverer could see neither and turn the live loan DEAD (the head skipped
+/// it, the releaser zeroed it, and the producer then committed into freed ring space); and
+/// `claim` announced a claim intent with a Relaxed store, so a recoverer reading the put's
+/// claim intent was not ordered after the loan intent stored before it (a weak-memory
+/// failure). It passes with four preemptions: 5,679 and 51,284 executions, about 10 s.
 #[test]
-#[ignore = "finds bugs in ring.rs: live_intent reads loan_start before claim_start, and claim \
-            stores claim_start Relaxed, so recovery can turn a live loan DEAD"]
 fn loom_recovery_spares_live_loan() {
     for put_while_open in [false, true] {
         let name = if put_while_open {
@@ -1018,17 +1011,14 @@ fn loom_recovery_spares_live_loan() {
 /// recovery must not take them as a dead reader's (lost), and the viewer's bytes must not
 /// change.
 ///
-/// This model fails on the current ring.rs, so it is ignored (run it with `--ignored`): `take`
-/// announces a read intent with a Relaxed store (`read_start = h`), so a recoverer that reads
-/// the viewer's read intent for its second take (32, not covering the first view at 16) is not
-/// ordered after the viewer's `set_pins` for the first view, and may still read pin_start
-/// NONE: it marks the live view CONSUMED (lost) and frees it. x86 keeps stores in order, so
-/// this is a weak-memory failure (ARM, POWER, or a compiler moving the Relaxed store up).
-/// With `read_start` stored with Release (in a scratch copy of ring.rs) it passes with three
-/// preemptions: 155,308 executions, about 15 s.
+/// This model found a bug, fixed in ring.rs: `take` announced a read intent with a Relaxed
+/// store (`read_start = h`), so a recoverer that read the viewer's read intent for its second
+/// take (32, not covering the first view at 16) was not ordered after the viewer's `set_pins`
+/// for the first view, and could still read pin_start NONE: it marked the live view CONSUMED
+/// (lost) and freed it. x86 keeps stores in order, so this was a weak-memory failure (ARM,
+/// POWER, or a compiler moving the Relaxed store up). It passes with three preemptions:
+/// 155,308 executions, about 15 s.
 #[test]
-#[ignore = "finds a bug in ring.rs: take stores read_start Relaxed, so a recoverer seeing the \
-            next read intent may miss the pin intent and free a live view"]
 fn loom_recovery_spares_live_views() {
     explore("recovery_spares_live_views", 3, || {
         let shm = Shm::new(32, 16, false, 0);

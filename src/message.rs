@@ -28,6 +28,8 @@ thread_local! {
     static VIEW: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64 << 10));
     /// The address of the calling thread's last pinned view.
     static PIN_ADDRESS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The receipts of the calling thread's last acked take, in message order.
+    static RECEIPTS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// The error of the calling thread's last failed message call.
     static LAST_ERROR: RefCell<Option<QueueError>> = const { RefCell::new(None) };
 }
@@ -107,6 +109,40 @@ pub fn msg_take_batch(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> 
         let q = lookup(id)?;
         into_view(|v| q.get_batch_into(v, max_items, max_bytes, timeout))
     }))
+}
+
+/// An acked take (queue.rs `get_acked_into`): the view holds the payload (`batch` false) or
+/// the table (`batch` true), RECEIPTS one receipt per message.
+fn take_acked(id: u64, batch: bool, max_items: u32, max_bytes: u64, timeout: f64) -> u64 {
+    RECEIPTS.with(|r| r.borrow_mut().clear());
+    taken(guarded(|| {
+        let q = lookup(id)?;
+        RECEIPTS.with(|r| {
+            let mut r = r.borrow_mut();
+            into_view(|v| q.get_acked_into(v, &mut r, batch, max_items, max_bytes, timeout))
+        })
+    }))
+}
+
+pub fn msg_take_acked(id: u64, timeout: f64) -> u64 {
+    take_acked(id, false, 1, u64::MAX, timeout)
+}
+
+pub fn msg_take_acked_batch(id: u64, max_items: u32, max_bytes: u64, timeout: f64) -> u64 {
+    take_acked(id, true, max_items, max_bytes, timeout)
+}
+
+/// The receipt of message `index` of the calling thread's last acked take (0: none).
+pub fn msg_receipt(index: u32) -> u64 {
+    RECEIPTS.with(|r| r.borrow().get(index as usize).copied().unwrap_or(0))
+}
+
+pub fn msg_ack(id: u64, receipt: u64) -> i8 {
+    done(guarded(|| lookup(id)?.ack(receipt)))
+}
+
+pub fn msg_nack(id: u64, receipt: u64) -> i8 {
+    done(guarded(|| lookup(id)?.nack(receipt)))
 }
 
 /// A call that returns 1 or FAILED (-1) as a value.

@@ -11,6 +11,7 @@ use crate::attach;
 use crate::batch::parse_table;
 use crate::error::{QueueError, Result};
 use crate::layout::{self, span, WakeLine};
+use crate::lease;
 use crate::name;
 use crate::ring::{Cache, Me, Msg, Ring};
 use crate::segment::{self, Segment};
@@ -34,6 +35,33 @@ struct Local {
     stuck_since: Option<Instant>,
 }
 
+/// An acked get's scratch state (lock order: `local` before `acked`).
+#[derive(Default)]
+struct Acked {
+    /// When an acked get last looked for dead holders' and timed-out leases.
+    leases_checked: Option<Instant>,
+    /// The leases an acked get claimed (reused).
+    claimed: Vec<usize>,
+}
+
+/// How often an acked get looks for leases to deliver again (a dead holder's, or timed out)
+/// while messages keep coming (waiting gets look every SLICE anyway).
+const LEASE_CHECK: Duration = Duration::from_millis(20);
+
+/// A message taken by an acknowledged get (the UDL's AckedMessage).
+pub struct AckedMessage {
+    pub data: Vec<u8>,
+    pub receipt: u64,
+    pub deliveries: u32,
+}
+
+/// The queue-wide policy of acknowledged gets (the UDL's AckPolicy).
+pub struct AckPolicy {
+    pub max_deliveries: u32,
+    pub visibility_timeout: f64,
+    pub dead_letter: Option<String>,
+}
+
 pub struct SageQueue {
     seg: Segment,
     name: String,
@@ -51,6 +79,10 @@ pub struct SageQueue {
     /// This handle's pinned views (position, length), in position order. Lock order: `local`
     /// (held by a take) before `pins`.
     pins: Mutex<Vec<(u64, u64)>>,
+    /// Held while this handle puts back the MOVING leases it holds (lease.rs), so two of its
+    /// threads never settle the same one. Lock order: `local` before `settling`.
+    settling: Mutex<()>,
+    acked: Mutex<Acked>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,8 +206,10 @@ impl SageQueue {
                 cache: Cache::default(),
                 stuck_since: None,
             }),
+            acked: Mutex::new(Acked::default()),
             loan: Mutex::new(None),
             pins: Mutex::new(Vec::new()),
+            settling: Mutex::new(()),
         }
     }
 
@@ -240,7 +274,9 @@ impl SageQueue {
                     if let Some(reason) = self.seg.shrunk() {
                         return Err(QueueError::Closed { reason });
                     }
-                    if ring.recover() {
+                    let recovered = ring.recover();
+                    self.settle_moving(&ring);
+                    if recovered {
                         continue;
                     }
                 }
@@ -333,6 +369,13 @@ impl SageQueue {
             &h.cons.waits_empty,
             QueueError::Empty,
             |ring, cache| {
+                // A message delivered again (lease.rs) goes first.
+                if let Some((i, len)) = lease::take_ready(ring, false, u64::MAX, 0) {
+                    self.copy_lease(i, len, out);
+                    lease::finish_plain(ring, i);
+                    taken(&[(layout::NONE, len)]);
+                    return Ok(Some(()));
+                }
                 let n = ring.try_get(cache, max_items as usize, max_bytes, out)?;
                 if n > 0 {
                     taken(cache.taken());
@@ -411,6 +454,312 @@ impl SageQueue {
         let mut out = Vec::new();
         self.get_batch_into(&mut out, max_items, max_bytes, timeout)?;
         Ok(out)
+    }
+
+    // ---- acknowledged gets (lease.rs) ----
+
+    /// Wait up to `timeout` for a message, then take up to `max_items` (payloads totalling at
+    /// most `max_bytes`, at least one) into leases: appended to `out` as one payload (`batch`
+    /// false, max_items 1) or in the table layout, with one receipt each in `receipts`.
+    /// Messages delivered again go first. At most LEASES messages are unacknowledged at once:
+    /// with every lease held, a get waits as if the queue were empty.
+    pub fn get_acked_into(
+        &self,
+        out: &mut Vec<u8>,
+        receipts: &mut Vec<u64>,
+        batch: bool,
+        max_items: u32,
+        max_bytes: u64,
+        timeout: Timeout,
+    ) -> Result<()> {
+        if max_items == 0 {
+            return Err(QueueError::invalid("max_items must be at least 1"));
+        }
+        let max_items = if batch { max_items as usize } else { 1 };
+        let h = self.seg.header();
+        let mut lens: Vec<u32> = Vec::new();
+        self.blocking(
+            Deadline::from_secs(timeout)?,
+            &h.data_wake,
+            &h.cons.waits_empty,
+            QueueError::Empty,
+            |ring, cache| {
+                let n =
+                    self.take_acked(ring, cache, max_items, max_bytes, out, receipts, &mut lens)?;
+                Ok((n > 0).then_some(()))
+            },
+            |ring| ring.head_ready(),
+        )?;
+        if batch {
+            for l in &lens {
+                out.extend_from_slice(&l.to_le_bytes());
+            }
+            out.extend_from_slice(&(lens.len() as u32).to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// One attempt of an acked get (see `get_acked_into`). Returns the number taken.
+    #[allow(clippy::too_many_arguments)]
+    fn take_acked(
+        &self,
+        ring: &Ring,
+        cache: &mut Cache,
+        max_items: usize,
+        max_bytes: u64,
+        out: &mut Vec<u8>,
+        receipts: &mut Vec<u64>,
+        lens: &mut Vec<u32>,
+    ) -> Result<usize> {
+        self.check_leases(ring);
+        let vis = self.seg.header().leases.visibility_ns.load(Relaxed);
+        // Messages delivered again first.
+        let mut bytes = 0u64;
+        while lens.len() < max_items {
+            let room = if lens.is_empty() {
+                u64::MAX
+            } else {
+                max_bytes.saturating_sub(bytes)
+            };
+            let Some((i, len)) = lease::take_ready(ring, true, room, vis) else {
+                break;
+            };
+            self.deliver(ring, i, len, out, receipts, lens);
+            bytes += len;
+        }
+        if !lens.is_empty() {
+            return Ok(lens.len());
+        }
+        let mut acked = lock(&self.acked);
+        let claimed = &mut acked.claimed;
+        claimed.clear();
+        lease::claim(ring, max_items, claimed);
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let most = layout::lease_bytes(self.seg.capacity);
+        let claimed = &*claimed;
+        let res = ring.try_take_leased(
+            cache,
+            claimed.len(),
+            max_bytes,
+            &mut |ring, j, pos, len| {
+                if len > most {
+                    return Err(QueueError::TooLarge {
+                        size: len,
+                        max_size: most,
+                    });
+                }
+                self.fill_lease(ring, claimed[j], pos, len)
+            },
+            &mut |n| lease::hold(ring, claimed, n, vis),
+        );
+        let n = match res {
+            Ok(n) => n,
+            Err(e) => {
+                lease::unclaim(ring, claimed);
+                return Err(e);
+            }
+        };
+        lease::unclaim(ring, &claimed[n..]);
+        for &i in &claimed[..n] {
+            let len = ring.leases[i].len.load(Relaxed);
+            self.deliver(ring, i, len, out, receipts, lens);
+        }
+        Ok(lens.len())
+    }
+
+    /// Copy the record at `pos` (`len` bytes) into lease `i` (before the head CAS: the copy
+    /// is kept only if the CAS succeeds).
+    fn fill_lease(&self, ring: &Ring, i: usize, pos: u64, len: u64) -> Result<()> {
+        let l = &ring.leases[i];
+        if l.reserved.load(Relaxed) < len {
+            self.seg.reserve_lease(i, len)?;
+            l.reserved.fetch_max(len, Relaxed);
+        }
+        // SAFETY: the record's `len` payload bytes lie inside the ring (the scan checked its
+        // span), and lease i's payload holds lease_bytes >= len bytes, reserved in the file
+        // above; the two regions never overlap. The ring bytes may be rewritten meanwhile if
+        // another consumer took the record: then the head CAS fails and the copy is dropped.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                ring.payload_address(pos) as *const u8,
+                self.seg.lease_payload(i),
+                len as usize,
+            );
+        }
+        l.len.store(len, Relaxed);
+        l.pos.store(pos, Release);
+        Ok(())
+    }
+
+    /// Append lease `i`'s `len` payload bytes to `out`.
+    fn copy_lease(&self, i: usize, len: u64, out: &mut Vec<u8>) {
+        let len = len.min(layout::lease_bytes(self.seg.capacity)) as usize;
+        // SAFETY: lease i's payload lies inside the mapping and holds at least `len` bytes;
+        // its holder (this handle) is the only writer while it is HELD or MOVING.
+        out.extend_from_slice(unsafe {
+            std::slice::from_raw_parts(self.seg.lease_payload(i), len)
+        });
+    }
+
+    /// Hand lease `i` (HELD by this handle) to the caller: its payload, receipt and length.
+    /// If it timed out meanwhile (and so may be someone else's now), it is not delivered.
+    fn deliver(
+        &self,
+        ring: &Ring,
+        i: usize,
+        len: u64,
+        out: &mut Vec<u8>,
+        receipts: &mut Vec<u64>,
+        lens: &mut Vec<u32>,
+    ) {
+        let mark = out.len();
+        let before = lease::receipt_if_held(ring, i);
+        self.copy_lease(i, len, out);
+        match (before, lease::receipt_if_held(ring, i)) {
+            (Some(a), Some(b)) if a == b => {
+                receipts.push(a.pack());
+                lens.push(len as u32);
+            }
+            _ => out.truncate(mark),
+        }
+    }
+
+    /// Every LEASE_CHECK: if a lease's holder died or its deadline passed, recover (which
+    /// makes such leases MOVING) and put them back.
+    fn check_leases(&self, ring: &Ring) {
+        {
+            let mut acked = lock(&self.acked);
+            let now = Instant::now();
+            match acked.leases_checked {
+                Some(t) if now.duration_since(t) < LEASE_CHECK => return,
+                _ => acked.leases_checked = Some(now),
+            }
+        }
+        if lease::need_recovery(ring) {
+            ring.recover();
+        }
+        self.settle_moving(ring);
+    }
+
+    /// Put back the MOVING leases this handle holds: READY, or past max_deliveries into the
+    /// dead-letter queue (or dropped).
+    fn settle_moving(&self, ring: &Ring) {
+        let _one = lock(&self.settling);
+        for i in lease::moving_mine(ring) {
+            if let lease::Settle::Expired { len } = lease::settle(ring, i) {
+                let mut payload = Vec::new();
+                self.copy_lease(i, len, &mut payload);
+                let sent = self
+                    .ack_policy()
+                    .dead_letter
+                    .filter(|n| *n != self.name)
+                    .and_then(|n| SageQueue::open(&n, false).ok())
+                    .is_some_and(|dlq| dlq.put(&payload, 0.0).is_ok());
+                lease::drop_moving(ring, i, sent);
+            }
+        }
+    }
+
+    /// Acknowledge a message taken by an acked get: its lease is freed. StaleReceipt if the
+    /// receipt is no longer valid (already acked or nacked, or delivered again).
+    pub fn ack(&self, receipt: u64) -> Result<()> {
+        self.check_open()?;
+        lease::finish(&self.ring(), receipt, false).map(|_| ())
+    }
+
+    /// Return a message taken by an acked get to the queue (it is delivered again, its count
+    /// one higher, unless max_deliveries dead-letters or drops it). StaleReceipt as `ack`.
+    pub fn nack(&self, receipt: u64) -> Result<()> {
+        self.check_open()?;
+        let ring = self.ring();
+        lease::finish(&ring, receipt, true)?;
+        self.settle_moving(&ring);
+        Ok(())
+    }
+
+    pub fn get_acked(&self, timeout: Timeout) -> Result<AckedMessage> {
+        let mut out = Vec::new();
+        let mut receipts = Vec::new();
+        self.get_acked_into(&mut out, &mut receipts, false, 1, u64::MAX, timeout)?;
+        let receipt = receipts[0];
+        Ok(AckedMessage {
+            data: out,
+            receipt,
+            deliveries: lease::Receipt::unpack(receipt)?.deliveries,
+        })
+    }
+
+    pub fn get_acked_batch(
+        &self,
+        max_items: u32,
+        max_bytes: u64,
+        timeout: Timeout,
+    ) -> Result<Vec<AckedMessage>> {
+        let mut out = Vec::new();
+        let mut receipts = Vec::new();
+        self.get_acked_into(&mut out, &mut receipts, true, max_items, max_bytes, timeout)?;
+        let msgs = crate::batch::parse_taken(&out)?;
+        msgs.into_iter()
+            .zip(receipts)
+            .map(|(m, receipt)| {
+                Ok(AckedMessage {
+                    data: m.to_vec(),
+                    receipt,
+                    deliveries: lease::Receipt::unpack(receipt)?.deliveries,
+                })
+            })
+            .collect()
+    }
+
+    /// Set the queue-wide ack policy (every process sees it at once).
+    pub fn set_ack_policy(&self, policy: AckPolicy) -> Result<()> {
+        self.check_open()?;
+        let vis = policy.visibility_timeout;
+        if !(vis >= 0.0 && vis.is_finite()) {
+            return Err(QueueError::invalid(format!(
+                "visibility_timeout must be a finite number of seconds >= 0, not {vis}"
+            )));
+        }
+        if let Some(n) = &policy.dead_letter {
+            name::validate(n)?;
+            if *n == self.name {
+                return Err(QueueError::invalid(
+                    "a queue cannot be its own dead-letter queue",
+                ));
+            }
+        }
+        let line = &self.seg.header().leases;
+        line.max_deliveries
+            .store(policy.max_deliveries as u64, Relaxed);
+        line.visibility_ns.store((vis * 1e9) as u64, Relaxed);
+        let name = policy.dead_letter.unwrap_or_default();
+        let page = self.seg.dead_letter_page();
+        // SAFETY: the page is 4096 bytes inside the mapping; a name has at most 200 bytes.
+        // The length goes last: a reader (`ack_policy`) never sees a longer name than written
+        // (a racing change of the policy may show a mix, which fails validation and drops).
+        unsafe {
+            std::ptr::write_volatile(page as *mut u32, 0);
+            std::ptr::copy_nonoverlapping(name.as_ptr(), page.add(4), name.len());
+            std::ptr::write_volatile(page as *mut u32, name.len() as u32);
+        }
+        Ok(())
+    }
+
+    pub fn ack_policy(&self) -> AckPolicy {
+        let line = &self.seg.header().leases;
+        let page = self.seg.dead_letter_page();
+        // SAFETY: as in set_ack_policy; the length is clamped to the name's maximum.
+        let name = unsafe {
+            let len = (std::ptr::read_volatile(page as *const u32) as usize).min(200);
+            String::from_utf8_lossy(std::slice::from_raw_parts(page.add(4), len)).into_owned()
+        };
+        AckPolicy {
+            max_deliveries: line.max_deliveries.load(Relaxed).min(u32::MAX as u64) as u32,
+            visibility_timeout: line.visibility_ns.load(Relaxed) as f64 / 1e9,
+            dead_letter: (!name.is_empty() && name::validate(&name).is_ok()).then_some(name),
+        }
     }
 
     // ---- loans and views: messages written and read in place ----
@@ -537,7 +886,8 @@ impl SageQueue {
     pub fn qsize(&self) -> u64 {
         let h = self.seg.header();
         let out = h.cons.msgs_out.load(Acquire);
-        h.prod.msgs_in.load(Acquire).saturating_sub(out)
+        // Messages returned by nack, a timeout or a dead holder count until delivered again.
+        h.prod.msgs_in.load(Acquire).saturating_sub(out) + h.leases.ready.load(Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -714,6 +1064,11 @@ impl SageQueue {
         let pins = std::mem::take(&mut *lock(&self.pins));
         for (pos, len) in pins {
             self.ring().unpin(pos, len, (layout::NONE, 0));
+        }
+        // Messages this handle holds unacknowledged are delivered again.
+        let ring = self.ring();
+        if lease::release_all(&ring) {
+            self.settle_moving(&ring);
         }
         attach::detach(&self.seg.file, self.seg.slots(), self.me.slot);
         if self.auto_cleanup && attach::lock_table_if_unused(&self.seg.file) {

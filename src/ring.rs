@@ -78,6 +78,9 @@ pub struct Ring<'a> {
     slots: &'a [Slot],
     #[cfg(not(loom))]
     file: &'a File,
+    /// The lease table (lease.rs); its recovery runs with the ring's.
+    #[cfg(not(loom))]
+    pub(crate) leases: &'a [crate::layout::Lease],
     #[cfg(not(loom))]
     data: *mut u8,
     /// In the loom model (src/loom_tests.rs) the ring is an array of 8-byte words.
@@ -98,6 +101,13 @@ enum Finish<'s> {
     Copy(&'s mut Vec<u8>),
     /// Pin it (one record): the callback records the pin and sets the pin intent.
     Pin(&'s mut dyn FnMut(&Ring, u64, u64)),
+    /// Copy record j (position, length) into lease j before the head CAS (`copy`; an error
+    /// takes nothing), make the taken leases HELD after it (`held(items)`), then mark the
+    /// records CONSUMED (lease.rs).
+    Lease {
+        copy: &'s mut dyn FnMut(&Ring, usize, u64, u64) -> Result<()>,
+        held: &'s mut dyn FnMut(usize),
+    },
 }
 
 /// What a producer's claim got.
@@ -117,6 +127,7 @@ impl<'a> Ring<'a> {
             hdr: seg.header(),
             slots: seg.slots(),
             file: &seg.file,
+            leases: seg.leases(),
             data: seg.data(),
             cap: seg.capacity,
             mask: seg.capacity - 1,
@@ -324,7 +335,9 @@ impl<'a> Ring<'a> {
             }
             let claim = if padding { to_end } else { total };
             me.claim_end.store(t + claim, Relaxed);
-            me.claim_start.store(t, Relaxed);
+            // Release: a recoverer that sees this intent also sees every intent this handle
+            // announced before it (an open loan's loan_start in particular).
+            me.claim_start.store(t, Release);
             if self
                 .hdr
                 .prod
@@ -334,7 +347,7 @@ impl<'a> Ring<'a> {
             {
                 // Withdraw the intent: this retry may return NoSpace, and a stale intent of a
                 // live handle would stop recovery of the dead writer of the range it names.
-                me.claim_start.store(NONE, Relaxed);
+                me.claim_start.store(NONE, Release);
                 continue;
             }
             crate::fault::hook(crate::fault::Step::Claimed);
@@ -496,6 +509,18 @@ impl<'a> Ring<'a> {
         Ok((n == 1).then(|| cache.taking[0]))
     }
 
+    /// Take up to `max_items` committed messages into leases (lease.rs): see Finish::Lease.
+    pub fn try_take_leased(
+        &self,
+        cache: &mut Cache,
+        max_items: usize,
+        max_bytes: u64,
+        copy: &mut dyn FnMut(&Ring, usize, u64, u64) -> Result<()>,
+        held: &mut dyn FnMut(usize),
+    ) -> Result<usize> {
+        self.take(cache, max_items, max_bytes, Finish::Lease { copy, held })
+    }
+
     /// Set this slot's pin intent to `range` (start NONE: no pins). Pins are added at the end
     /// (positions grow) and removed anywhere, so storing the end before the start means a
     /// recoverer reading start, then end, between the stores sees a range that covers every
@@ -625,21 +650,32 @@ impl<'a> Ring<'a> {
             // released or rewrote them) while it ran; positions never repeat, so a head back
             // at `h` is always this lap's. A consumer stopped mid-copy therefore holds back
             // nothing: only the few stores between the CAS and CONSUMED are a window.
-            let copied_from = if let Finish::Copy(out) = &mut finish {
-                let mark = out.len();
-                for &(q, len) in &cache.taking {
-                    self.read_payload(q, len, out);
+            let copied_from = match &mut finish {
+                Finish::Copy(out) => {
+                    let mark = out.len();
+                    for &(q, len) in &cache.taking {
+                        self.read_payload(q, len, out);
+                    }
+                    #[cfg(loom)]
+                    if self.yield_at_taken {
+                        loom::thread::yield_now();
+                    }
+                    Some(mark)
                 }
-                #[cfg(loom)]
-                if self.yield_at_taken {
-                    loom::thread::yield_now();
+                Finish::Lease { copy, .. } => {
+                    // Nothing announced yet: an error leaves no trace.
+                    for (j, &(q, len)) in cache.taking.iter().enumerate() {
+                        copy(self, j, q, len)?;
+                    }
+                    crate::fault::hook(crate::fault::Step::LeaseCopied);
+                    None
                 }
-                Some(mark)
-            } else {
-                None
+                Finish::Pin(_) => None,
             };
             me.read_end.store(p, Relaxed);
-            me.read_start.store(h, Relaxed);
+            // Release: a recoverer that sees this intent also sees the pin intent of any view
+            // this handle opened before it.
+            me.read_start.store(h, Release);
             let items = cache.taking.len();
             let before = match &bound {
                 Some(g) if items > 0 => {
@@ -658,7 +694,7 @@ impl<'a> Ring<'a> {
             {
                 // Withdraw the intent: this retry may return without taking anything, and a
                 // stale intent of a live handle would stop recovery of a dead reader's record.
-                me.read_start.store(NONE, Relaxed);
+                me.read_start.store(NONE, Release);
                 if let Some(g) = &bound {
                     g.clear_journal();
                 }
@@ -697,6 +733,14 @@ impl<'a> Ring<'a> {
                         self.hword(q).store(word(len, CONSUMED), SeqCst);
                     }
                 }
+                Finish::Lease { held, .. } => {
+                    // The leases own the messages before their records are freed.
+                    held(items);
+                    crate::fault::hook(crate::fault::Step::Leased);
+                    for &(q, len) in &cache.taking {
+                        self.hword(q).store(word(len, CONSUMED), SeqCst);
+                    }
+                }
                 Finish::Pin(on_pin) => {
                     // The pin intent covers the record before the read intent goes.
                     let (q, len) = cache.taking[0];
@@ -724,6 +768,9 @@ impl<'a> Ring<'a> {
 
     /// Whether the record at the head is ready to take or skip (used while waiting).
     pub fn head_ready(&self) -> bool {
+        if self.hdr.leases.ready.load(SeqCst) > 0 {
+            return true;
+        }
         let h = self.hdr.cons.head.load(SeqCst);
         let t = self.hdr.prod.tail.load(SeqCst);
         h < t
@@ -845,6 +892,52 @@ impl<'a> Ring<'a> {
         true
     }
 
+    /// Whether the owner of a lease (slot + 1 and the low 18 bits of the slot's generation,
+    /// lease.rs) is alive.
+    #[cfg(not(loom))]
+    pub(crate) fn lease_owner_alive(&self, slot1: u32, gen18: u32) -> bool {
+        let slot = slot1.wrapping_sub(1);
+        if slot as usize >= self.slots.len() {
+            return false;
+        }
+        if slot == self.me.slot {
+            return gen18 == self.me.gen & 0x3FFFF;
+        }
+        self.slots[slot as usize].gen.load(Acquire) & 0x3FFFF == gen18 && self.held_by_other(slot)
+    }
+
+    /// This handle as a lease owner (slot + 1, low 18 bits of its generation).
+    pub(crate) fn lease_owner(&self) -> (u32, u32) {
+        (self.me.slot + 1, self.me.gen & 0x3FFFF)
+    }
+
+    /// Under the release lock: whether the COMMITTED record of `len` bytes at `pos` was taken
+    /// (below the head, not yet consumed or freed) by a consumer that is dead (no live read
+    /// or pin intent covers it).
+    #[cfg(not(loom))]
+    pub(crate) fn taken_by_dead(&self, pos: u64, len: u64) -> bool {
+        let r = self.hdr.rel.released.load(Acquire);
+        let h = self.hdr.cons.head.load(Acquire);
+        pos >= r
+            && pos < h
+            && self.hword(pos).load(Acquire) == word(len, COMMITTED)
+            && !self.live_intent(pos, pos + 8, true)
+    }
+
+    /// Whether a live read or pin intent covers the record at `pos`.
+    #[cfg(not(loom))]
+    pub(crate) fn live_reader_at(&self, pos: u64) -> bool {
+        self.live_intent(pos, pos + 8, true)
+    }
+
+    /// Under the release lock: mark the record at `pos` (see `taken_by_dead`) CONSUMED.
+    #[cfg(not(loom))]
+    pub(crate) fn consume_dead(&self, pos: u64, len: u64) -> bool {
+        self.hword(pos)
+            .compare_exchange(word(len, COMMITTED), word(len, CONSUMED), SeqCst, Relaxed)
+            .is_ok()
+    }
+
     pub(crate) fn owner_alive(&self, owner: u64) -> bool {
         let slot = ((owner >> 32) as u32).wrapping_sub(1);
         let gen = owner as u32;
@@ -873,9 +966,11 @@ impl<'a> Ring<'a> {
                 overlaps(s.read_start.load(Acquire), s.read_end.load(Acquire))
                     || overlaps(s.pin_start.load(Acquire), s.pin_end.load(Acquire))
             } else {
+                // The claim intent first: `loan` sets loan_start before it clears claim_start,
+                // so reading them in the other order could miss both.
+                let claim = overlaps(s.claim_start.load(Acquire), s.claim_end.load(Acquire));
                 let loan = s.loan_start.load(Acquire);
-                overlaps(s.claim_start.load(Acquire), s.claim_end.load(Acquire))
-                    || overlaps(loan, loan.wrapping_add(RECORD_HEADER))
+                claim || overlaps(loan, loan.wrapping_add(RECORD_HEADER))
             };
             hit && self.slot_alive(i as u32)
         })
@@ -906,7 +1001,12 @@ impl<'a> Ring<'a> {
             changed = true;
         }
         for _ in 0..1024 {
-            if !(self.recover_dead_reader() | self.recover_dead_writer()) {
+            // Leases first: a dead consumer's record that a lease holds is not lost.
+            #[cfg(not(loom))]
+            let leased = crate::lease::recover(self);
+            #[cfg(loom)]
+            let leased = false;
+            if !(leased | self.recover_dead_reader() | self.recover_dead_writer()) {
                 break;
             }
             changed = true;

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{QueueError, Result};
-use crate::layout::{self, Header, Slot, DATA_OFFSET, MAGIC, SLOT_COUNT, VERSION};
+use crate::layout::{self, Header, Lease, Slot, DATA_OFFSET, LEASES, MAGIC, SLOT_COUNT, VERSION};
 use crate::name;
 
 /// The folder queues live in: `$SAGE_QUEUE_DIR`, else `/dev/shm`.
@@ -70,9 +70,57 @@ impl Segment {
 
     /// Start of the ring's `capacity` bytes.
     pub fn data(&self) -> *mut u8 {
-        // SAFETY: DATA_OFFSET + capacity == mapping length (validated), so the pointer is in
+        // SAFETY: DATA_OFFSET + capacity <= mapping length (validated), so the pointer is in
         // bounds of the mapping.
         unsafe { self.map.as_mut_ptr().add(DATA_OFFSET) }
+    }
+
+    /// The lease table (after the ring).
+    pub fn leases(&self) -> &[Lease] {
+        // SAFETY: the lease table lies inside the mapping at DATA_OFFSET + capacity (the file
+        // is layout::file_len(capacity) long, validated), 64-byte aligned, LEASES entries of
+        // atomics; the mapping outlives the returned borrow.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(DATA_OFFSET + self.capacity as usize) as *const Lease,
+                LEASES,
+            )
+        }
+    }
+
+    /// The page holding the dead-letter queue's name (u32 length, then the bytes).
+    pub fn dead_letter_page(&self) -> *mut u8 {
+        // SAFETY: the page lies inside the mapping, 4096 bytes after the lease table.
+        unsafe { self.data().add(self.capacity as usize + 4096) }
+    }
+
+    /// The payload bytes of lease `i` (layout::lease_bytes long).
+    pub fn lease_payload(&self, i: usize) -> *mut u8 {
+        assert!(i < LEASES);
+        let stride = layout::lease_stride(self.capacity) as usize;
+        // SAFETY: lease i's payload lies inside the mapping: reserved_len + LEASES * stride
+        // is the file's length.
+        unsafe { self.data().add(self.capacity as usize + 8192 + i * stride) }
+    }
+
+    /// Reserve the file's pages under the first `len` payload bytes of lease `i` (so writing
+    /// them can never raise SIGBUS in a full folder). NoSpace if the folder is full.
+    pub fn reserve_lease(&self, i: usize, len: u64) -> Result<()> {
+        let stride = layout::lease_stride(self.capacity);
+        let start = layout::reserved_len(self.capacity) + i as u64 * stride;
+        let len = ((len + 4095) & !4095).min(stride);
+        reserve_range(&self.file, start, len).map_err(|e| {
+            if QueueError::is_no_space(&e) {
+                QueueError::NoSpace {
+                    reason: format!(
+                        "no space in the queue folder to keep an unacknowledged message of \
+                         {len} bytes ({e})"
+                    ),
+                }
+            } else {
+                QueueError::io("cannot reserve a lease", e)
+            }
+        })
     }
 
     /// Create an unpublished segment of `capacity` bytes (already rounded by
@@ -87,7 +135,7 @@ impl Segment {
         mode: u32,
         max_items: u64,
     ) -> Result<(Segment, PathBuf)> {
-        let len = DATA_OFFSET as u64 + capacity;
+        let len = layout::reserved_len(capacity);
         // A hopeless request fails here, without allocating anything.
         if let Ok(free) = free_bytes(dir) {
             if free < len {
@@ -137,7 +185,8 @@ impl Segment {
             .map_err(|e| cleanup(QueueError::io("cannot set segment mode", e)))?;
         // Reserve every byte (this also sets the length): a sparse file in a folder that
         // fills up would kill a later writer with SIGBUS instead of failing here.
-        reserve(&file, len).map_err(|e| {
+        // The lease payloads after that stay sparse until used (Segment::reserve_lease).
+        reserve_range(&file, 0, len).map_err(|e| {
             cleanup(if QueueError::is_no_space(&e) {
                 let free = free_bytes(dir).unwrap_or(0);
                 no_space(dir, capacity, len, free, Some(e))
@@ -145,7 +194,9 @@ impl Segment {
                 QueueError::io("cannot size segment", e)
             })
         })?;
-        let map = map_file(&file, len, true).map_err(|e| {
+        file.set_len(layout::file_len(capacity))
+            .map_err(|e| cleanup(QueueError::io("cannot size segment", e)))?;
+        let map = map_file(&file, layout::file_len(capacity), len).map_err(|e| {
             cleanup(if QueueError::is_no_space(&e) {
                 let free = free_bytes(dir).unwrap_or(0);
                 no_space(dir, capacity, len, free, Some(e))
@@ -265,8 +316,16 @@ impl Segment {
         }
         let len = meta.len();
         let capacity = validate(&file, len).map_err(|e| in_file(path, e))?;
-        let map = map_file(&file, len, populate)
-            .map_err(|e| QueueError::io(&format!("cannot map {}", path.display()), e))?;
+        let map = map_file(
+            &file,
+            len,
+            if populate {
+                layout::reserved_len(capacity)
+            } else {
+                0
+            },
+        )
+        .map_err(|e| QueueError::io(&format!("cannot map {}", path.display()), e))?;
         let seg = Segment {
             file,
             map,
@@ -289,7 +348,7 @@ impl Segment {
     /// file's end raises SIGBUS, so slow paths check this (one fstat) before they touch the
     /// mapping again; a call that is already copying can still meet the signal.
     pub fn shrunk(&self) -> Option<String> {
-        let want = DATA_OFFSET as u64 + self.capacity;
+        let want = layout::file_len(self.capacity);
         let len = match self.file.metadata() {
             Ok(m) => m.len(),
             Err(_) => return None,
@@ -388,26 +447,38 @@ pub fn validate(file: &File, len: u64) -> Result<u64> {
             "capacity {capacity} is not a power of two in range"
         )));
     }
-    if len != DATA_OFFSET as u64 + capacity {
+    if len != layout::file_len(capacity) {
         return Err(QueueError::corrupt(format!(
             "file is {len} bytes, header says {}",
-            DATA_OFFSET as u64 + capacity
+            layout::file_len(capacity)
         )));
     }
     Ok(capacity)
 }
 
-fn map_file(file: &File, len: u64, populate: bool) -> io::Result<MmapRaw> {
+fn map_file(file: &File, len: u64, prefault: u64) -> io::Result<MmapRaw> {
     // The file is a regular file of exactly `len` bytes owned by this user; other processes
-    // change it only through the atomic protocol. Prefaulting keeps page faults off the
-    // message path.
-    let mut opts = MmapOptions::new();
-    opts.len(len as usize);
-    if populate {
-        opts.populate();
+    // change it only through the atomic protocol. Prefaulting the first `prefault` bytes (the
+    // header, slots and ring; the lease payloads after them are sparse) keeps page faults off
+    // the message path.
+    let map = MmapOptions::new().len(len as usize).map_raw(file)?;
+    let hot = prefault.min(len) as usize;
+    if hot > 0 {
+        // SAFETY: [ptr, ptr + hot) lies inside the mapping just made; MADV_POPULATE_WRITE
+        // only faults its pages in (older kernels refuse it: then pages fault on first use).
+        unsafe {
+            libc::madvise(
+                map.as_mut_ptr() as *mut libc::c_void,
+                hot,
+                MADV_POPULATE_WRITE,
+            );
+        }
     }
-    opts.map_raw(file)
+    Ok(map)
 }
+
+/// madvise advice (Linux 5.14): fault the range's pages in, writable, without changing them.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// `err` with the segment's path in its reason if it is NotAQueue (every NotAQueue names the
 /// file).
@@ -515,13 +586,15 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-/// Allocate the first `len` bytes of `file` (and make it at least that long).
-fn reserve(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+/// Allocate `len` bytes of `file` from `start` (and make it at least that long).
+fn reserve_range(file: &File, start: u64, len: u64) -> io::Result<()> {
+    let big = |_| io::Error::from_raw_os_error(libc::EFBIG);
+    let start = libc::off_t::try_from(start).map_err(big)?;
+    let len = libc::off_t::try_from(len).map_err(big)?;
     loop {
         // SAFETY: the descriptor is open for the life of `file`; posix_fallocate touches no
         // memory of this process.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), start, len) };
         match rc {
             0 => return Ok(()),
             libc::EINTR => continue,

@@ -283,3 +283,15 @@ mod tests {
         assert_eq!(d.next_slice(Duration::from_millis(10)), None);
     }
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the machine (lease
+/// deadlines are compared across processes).
+pub fn monotonic_ns() -> u64 {
+    let mut now: libc::timespec = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: CLOCK_MONOTONIC is a valid clock and `now` a writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}

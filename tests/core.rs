@@ -969,8 +969,10 @@ fn corrupt_cursors_are_rejected_at_open() {
         let name = unique("badcursor");
         let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
         let path = q.path();
-        drop(q);
+        // Read it while attached: once detached, another test's collect_garbage may remove it
+        // (the corrupt file written below is not a queue, which collect_garbage(false) keeps).
         let mut bytes = std::fs::read(&path).unwrap();
+        drop(q);
         for (offset, v) in [(128, tail), (256, head), (384, released)] {
             bytes[offset..offset + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -1012,9 +1014,10 @@ fn unaligned_cursors_written_after_open_stay_inside_the_ring() {
             let _ = q.get_batch(8, 1 << 20, 0.0);
         }
         let _ = q.stats();
+        // Header, slots, ring, lease table and dead-letter page, 64 lease payloads.
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
-            4096 + 4096 + 64 * 1024
+            4096 + 64 * 1024 + 4096 + 8192 + 64 * 4096
         );
         q.unlink().unwrap();
     }
