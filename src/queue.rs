@@ -369,11 +369,25 @@ impl SageQueue {
             &h.cons.waits_empty,
             QueueError::Empty,
             |ring, cache| {
-                // A message delivered again (lease.rs) goes first.
-                if let Some((i, len)) = lease::take_ready(ring, false, u64::MAX, 0) {
+                // Messages to deliver again (lease.rs) go first.
+                let mut again = Vec::new();
+                let mut bytes = 0;
+                while again.len() < max_items as usize {
+                    let room = if again.is_empty() {
+                        u64::MAX
+                    } else {
+                        max_bytes.saturating_sub(bytes)
+                    };
+                    let Some((i, len)) = lease::take_ready(ring, false, room, 0) else {
+                        break;
+                    };
                     self.copy_lease(i, len, out);
                     lease::finish_plain(ring, i);
-                    taken(&[(layout::NONE, len)]);
+                    again.push((layout::NONE, len));
+                    bytes += len;
+                }
+                if !again.is_empty() {
+                    taken(&again);
                     return Ok(Some(()));
                 }
                 let n = ring.try_get(cache, max_items as usize, max_bytes, out)?;

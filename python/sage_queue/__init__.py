@@ -9,6 +9,7 @@ Linux machine, with the interface of ``queue.Queue``.
 
 from queue import Empty, Full
 
+from .acks import BatchReceipt, Receipt
 from .errors import (
     BatchFull,
     DeserializationError,
@@ -27,6 +28,7 @@ from .errors import (
     QueueUnavailable,
     SageQueueError,
     SerializationError,
+    StaleReceipt,
 )
 from .queue import (
     DEFAULT_MAXSIZE,
@@ -56,6 +58,9 @@ __all__ = [
     "QueueExists",
     "QueueIOError",
     "QueueNoSpace",
+    "StaleReceipt",
+    "Receipt",
+    "BatchReceipt",
     "QueueNotFound",
     "QueueNotLocal",
     "QueuePermissionError",

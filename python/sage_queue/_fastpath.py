@@ -81,6 +81,26 @@ _SIGNATURES = {
         (_u64, _u64, _STATUS_PTR), ctypes.c_int8,
         (_u64, _u64, ctypes.c_void_p), ctypes.c_int8,
     ),
+    "uniffi_sage_queue_fn_func_msg_take_acked": (
+        (_u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _f64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_msg_take_acked_batch": (
+        (_u64, _u32, _u64, _f64, _STATUS_PTR), _u64,
+        (_u64, _u32, _u64, _f64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_msg_receipt": (
+        (_u32, _STATUS_PTR), _u64,
+        (_u32, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_func_msg_ack": (
+        (_u64, _u64, _STATUS_PTR), ctypes.c_int8,
+        (_u64, _u64, ctypes.c_void_p), ctypes.c_int8,
+    ),
+    "uniffi_sage_queue_fn_func_msg_nack": (
+        (_u64, _u64, _STATUS_PTR), ctypes.c_int8,
+        (_u64, _u64, ctypes.c_void_p), ctypes.c_int8,
+    ),
 }  # fmt: skip
 
 _LAYOUTS = {
@@ -241,3 +261,12 @@ pin_address: Callable[..., int] = _bind(
     "uniffi_sage_queue_fn_func_msg_pin_address", holding_gil=True
 )
 unpin: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_unpin", holding_gil=True)
+# Acknowledged gets (acks.py), each called with STATUS last:
+# take_acked(id, timeout) / take_acked_batch(id, max_items, max_bytes, timeout) -> u64: as
+# take / take_batch; receipt(i) -> u64: receipt i of this thread's last acked take (0: none);
+# ack(id, receipt) / nack(id, receipt) -> int8: 1, or -1 FAILED.
+take_acked: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_take_acked")
+take_acked_batch: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_take_acked_batch")
+receipt: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_receipt", holding_gil=True)
+ack: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_ack", holding_gil=True)
+nack: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_nack", holding_gil=True)

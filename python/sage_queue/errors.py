@@ -223,6 +223,12 @@ class QueueNoSpace(SageQueueError, _OSErrorMessage):
         self.reason = reason
 
 
+class StaleReceipt(SageQueueError, ValueError):
+    """An ack or nack whose receipt is no longer valid: the message was already acknowledged
+    or returned, or delivered again after its holder died or its visibility timeout passed.
+    The newer delivery is untouched."""
+
+
 class InvalidArgument(SageQueueError, ValueError):
     """An argument the native core rejects (e.g. task_done() called too many times)."""
 
@@ -270,6 +276,8 @@ def from_native(err: Exception, name: Optional[str] = None) -> BaseException:
         return InvalidArgument(err.reason)
     if isinstance(err, e.NoSpace):
         return QueueNoSpace(err.reason)
+    if isinstance(err, e.StaleReceipt):
+        return StaleReceipt(err.reason)
     if isinstance(err, e.Io):
         return QueueIOError(err.reason)
     return err

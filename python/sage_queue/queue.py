@@ -15,6 +15,7 @@ of a put or get never waits and holds the GIL; only a call that has to wait rele
 """
 
 import array
+import contextlib
 import ctypes
 import math
 import operator
@@ -24,16 +25,28 @@ import queue
 import stat
 import sys
 import time
-from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    TypeVar,
+)
 
 from . import _fastpath as _fast
-from . import _handles, _native, aio
+from . import _handles, _native, acks, aio
 from .errors import (
     BatchFull,
     DeserializationError,
     MessageTooLarge,
     QueueClosed,
     QueueNotFound,
+    StaleReceipt,
     from_native,
 )
 from .inplace import _OOB_TAG, InPlace, Loan, View, oob_size, read_oob, write_oob
@@ -67,7 +80,7 @@ _STATS_FIELDS = (
     "attached", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "waits_full", "waits_empty",
     "recovered", "lost", "unfinished_tasks", "closed", "creator_pid", "owner_uid",
     "created_unix_ms", "max_items", "pids", "consumers_waiting", "producers_waiting", "pinned",
-    "pinned_bytes",
+    "pinned_bytes", "unacked", "redeliverable", "redelivered", "dead_lettered", "ack_dropped",
 )  # fmt: skip
 _INFO_FIELDS = (
     "name", "path", "valid", "error", "capacity", "used_bytes", "messages", "attached",
@@ -540,6 +553,99 @@ class SageQueue(QueueConveniences):
         if n == _NOTHING:
             raise queue.Empty
         return n
+
+    # ---- acknowledged gets (acks.py): at-least-once delivery ----
+
+    def get_acked(
+        self, block: bool = True, timeout: Optional[float] = None
+    ) -> Tuple[Any, acks.Receipt]:
+        """Take one item as get() does, but keep it until ``ack(receipt)``: returns
+        ``(item, receipt)``. If this process dies (or closes this handle) first, or holds it
+        past the visibility timeout (``set_ack_policy``), the message is delivered again to
+        another get, with ``receipt.deliveries`` one higher. At most 64 messages of a queue
+        are unacknowledged at once: with all 64 held, get_acked waits as on an empty queue."""
+        if timeout is not None:
+            _check_timeout(block, timeout)
+        return acks.get_acked(self, _wait_time(block, timeout))
+
+    def get_many_acked(
+        self,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        max_messages_to_get: int = DEFAULT_MAX_MESSAGES,
+        *,
+        max_bytes: Optional[int] = None,
+    ) -> Tuple[List[Any], acks.BatchReceipt]:
+        """get_many() with acknowledgement: ``(items, receipt)``, one receipt for the batch
+        (``ack(receipt)`` acks them all). At most 64 items (the queue's leases). An item that
+        cannot be loaded is its DeserializationError in the list (and is acked)."""
+        n = operator.index(max_messages_to_get)
+        if n < 1:
+            raise ValueError("max_messages_to_get must be at least 1")
+        if max_bytes is None:
+            max_bytes = self.maxsize
+        elif max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        if timeout is not None:
+            _check_timeout(block, timeout)
+        return acks.get_many_acked(self, _wait_time(block, timeout), min(n, 64), max_bytes)
+
+    def ack(self, receipt: acks.AnyReceipt) -> None:
+        """The message (or batch) is done: remove it for good. Raises StaleReceipt if the
+        receipt is no longer valid (acked or nacked already, or delivered again after a
+        timeout); any process attached to the queue may ack a receipt."""
+        acks.ack(self, receipt)
+
+    def nack(self, receipt: acks.AnyReceipt) -> None:
+        """Return the message (or batch) to the queue: it is delivered again (after
+        max_deliveries deliveries it goes to the dead-letter queue or is dropped)."""
+        acks.nack(self, receipt)
+
+    @contextlib.contextmanager
+    def acked(self, block: bool = True, timeout: Optional[float] = None) -> Iterator[Any]:
+        """``with q.acked() as item:`` acks the item on normal exit and nacks it when the
+        block raises (the exception goes on; a nack refused because the message was already
+        delivered again is ignored)."""
+        item, receipt = self.get_acked(block, timeout)
+        try:
+            yield item
+        except BaseException:
+            try:
+                self.nack(receipt)
+            except StaleReceipt:
+                pass
+            raise
+        self.ack(receipt)
+
+    def set_ack_policy(
+        self,
+        max_deliveries: int = 0,
+        visibility_timeout: Optional[float] = None,
+        dead_letter: Optional[str] = None,
+    ) -> None:
+        """The queue-wide policy of acked gets (every process sees it at once):
+        ``max_deliveries`` (0: no limit) deliveries after which a returned message goes to
+        the ``dead_letter`` queue (the name of an existing queue) or, without one, is dropped
+        and counted; ``visibility_timeout`` seconds after which an unacknowledged delivery is
+        made again (None: never; a dead holder's messages are delivered again anyway)."""
+        policy = _native.AckPolicy(
+            max_deliveries=operator.index(max_deliveries),
+            visibility_timeout=0.0 if visibility_timeout is None else float(visibility_timeout),
+            dead_letter=dead_letter,
+        )
+        try:
+            self._handle().set_ack_policy(policy)
+        except _NativeError as e:
+            raise from_native(e, self.name) from None
+
+    def ack_policy(self) -> Dict[str, Any]:
+        """The queue's ack policy: max_deliveries, visibility_timeout, dead_letter."""
+        p = self._handle().ack_policy()
+        return {
+            "max_deliveries": p.max_deliveries,
+            "visibility_timeout": p.visibility_timeout or None,
+            "dead_letter": p.dead_letter,
+        }
 
     # ---- asyncio (aio.py): the same calls awaited, cancel-safe, no thread per waiter ----
 

@@ -40,6 +40,7 @@ RECORD_KEYS = (
     "msgs_in", "msgs_out", "bytes_in", "bytes_out",
     "put_msgs_per_s", "get_msgs_per_s", "put_bytes_per_s", "get_bytes_per_s", "rate_interval_s",
     "attached", "pids", "producers_waiting", "consumers_waiting", "pinned", "pinned_bytes",
+    "unacked", "redeliverable", "redelivered", "dead_lettered", "ack_dropped",
     "waits_full", "waits_empty", "lost", "recovered", "unfinished_tasks", "closed",
     "creator_pid", "owner_uid", "created_unix_ms",
     "bridges", "gateways",
@@ -287,6 +288,8 @@ COLUMNS: List[Tuple[str, int, bool, _Cell]] = [
     ("PWAIT", 5, True, lambda r: str(r["producers_waiting"])),
     ("CWAIT", 5, True, lambda r: str(r["consumers_waiting"])),
     ("PIN", 4, True, lambda r: str(r["pinned"])),
+    ("UNACK", 5, True, lambda r: str(r.get("unacked", 0))),
+    ("REDLV", 5, True, lambda r: _num(r.get("redelivered", 0))),
     ("LOST", 5, True, lambda r: _num(r["lost"])),
     ("RECOV", 5, True, lambda r: _num(r["recovered"])),
     ("MAXITEMS", 8, True, lambda r: _bound(r["max_items"])),
@@ -376,7 +379,8 @@ def title_lines(recs: List[Dict[str, Any]], interval: float, sort: str) -> List[
         f"sage-queue top  {folder}  {count} queue(s)  every {interval:g} s  "
         f"sorted by {sort}  {time.strftime('%H:%M:%S')}",
         f"read from the headers without attaching (top is pid {os.getpid()}); "
-        "rates: messages and bytes per second put and taken; PIN: views pinned now",
+        "rates: messages and bytes per second put and taken; PIN: views pinned now; "
+        "UNACK: delivered, not yet acked; REDLV: deliveries again",
     ]
 
 
@@ -465,6 +469,17 @@ _QUEUE_METRICS = (
     ("sage_queue_pinned", "gauge", "Views pinned now (messages read in place).", "pinned"),
     ("sage_queue_pinned_bytes", "gauge", "Payload bytes of the views pinned now.",
      "pinned_bytes"),
+    ("sage_queue_unacked", "gauge", "Messages delivered by get_acked and not yet acknowledged.",
+     "unacked"),
+    ("sage_queue_redeliverable", "gauge",
+     "Messages returned (nack, timeout, dead holder) waiting to be delivered again.",
+     "redeliverable"),
+    ("sage_queue_redelivered_total", "counter", "Deliveries of a message after its first.",
+     "redelivered"),
+    ("sage_queue_dead_lettered_total", "counter",
+     "Messages moved to the dead-letter queue after max_deliveries.", "dead_lettered"),
+    ("sage_queue_ack_dropped_total", "counter",
+     "Messages dropped after max_deliveries (no dead-letter queue).", "ack_dropped"),
     ("sage_queue_closed", "gauge", "1 if the queue was removed (closed for every attacher).",
      "closed"),
 )  # fmt: skip

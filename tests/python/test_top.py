@@ -101,7 +101,7 @@ def not_a_queue_file(queue_dir, name, content=b"junk"):
 
 # The cells of a queue's row of the table (the FILL column is two tokens: bar and percent).
 COLUMNS = ["name", "depth", "bytes", "bar", "fill", "put/s", "get/s", "putB/s", "getB/s",
-           "att", "pwait", "cwait", "pin", "lost", "recov", "maxitems", "closed",
+           "att", "pwait", "cwait", "pin", "unack", "redlv", "lost", "recov", "maxitems", "closed",
            "pids"]  # fmt: skip
 
 
@@ -386,7 +386,7 @@ def test_live_view_in_a_terminal(make_queue, queue_dir):
          "mv", shlex.quote(exit_file + ".tmp"), shlex.quote(exit_file)]
     )  # fmt: skip
     try:
-        tmux.run("new-session", "-d", "-s", "top", "-x", "160", "-y", "40", command)
+        tmux.run("new-session", "-d", "-s", "top", "-x", "180", "-y", "40", command)
         screen = tmux.wait("the queues on the screen",
                            lambda s: row_of(s, still.name) and row_of(s, busy.name))  # fmt: skip
         assert row_of(screen, still.name)["depth"] == "7"

@@ -41,3 +41,9 @@ def test_soak_short():
     r = _run("soak.py", "--seconds", "8", timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout
+
+
+def test_ack_torture_kill9_rounds():
+    r = _run("ack_torture.py", "--rounds", "30", timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rounds survived: 30" in r.stdout and "OK" in r.stdout
