@@ -3,7 +3,8 @@
 //! surviving handle must carry on: dead claims and dead loans skipped, dead reads and dead
 //! views freed, a dead release-lock holder's work finished, the dead attachment reclaimed,
 //! while live loans and views are left alone. A child can also stop itself between two calls
-//! (holding a loan or views) to be killed there. The same hooks also pause a consumer inside
+//! (holding a loan or views) to be killed there. Acked gets, returned messages and nacks are
+//! killed at their steps too (their messages are delivered again). The same hooks also pause a consumer inside
 //! its take while others go on (not a crash).
 //! Run with: cargo test --features fault-injection --test faults
 #![cfg(feature = "fault-injection")]
@@ -405,6 +406,73 @@ fn kill_at_every_step() {
     assert_eq!(read_at(at, len), b"again");
     viewer.unpin(at).unwrap();
     drop(viewer);
+    churn(&q, 3);
+
+    // Acknowledged gets (lease.rs): a consumer killed at each step of get_acked, of taking a
+    // returned message, and of nack. Each time its message is delivered again exactly once
+    // (or, killed before the head CAS, stays in the ring for its first delivery); nothing is
+    // lost and nothing stays unacknowledged.
+    drop(q);
+    let name = unique("acked");
+    let q = SageQueue::create(&name, 4096, 0o600, true, 0).unwrap();
+    let deliver = |q: &SageQueue, body: &[u8], deliveries: u32| {
+        let m = q.get_acked(2.0).expect("the message came back");
+        assert_eq!((m.data.as_slice(), m.deliveries), (body, deliveries));
+        q.ack(m.receipt).unwrap();
+        assert_eq!(
+            q.get_acked(0.0).err(),
+            Some(QueueError::Empty),
+            "delivered twice"
+        );
+        let s = q.stats().unwrap();
+        assert_eq!((s.unacked, s.redeliverable, s.lost), (0, 0, 0));
+    };
+    let acked_get = |q: &SageQueue| {
+        q.get_acked(0.0).unwrap();
+    };
+    // Copied into its lease, before the head CAS: the message is still the ring's.
+    q.put(b"copied", 0.0).unwrap();
+    kill_child_at(&name, Step::LeaseCopied, acked_get);
+    deliver(&q, b"copied", 1);
+    // After the head CAS, before the lease is HELD: the TAKING lease holds the message.
+    q.put(b"taken", 0.0).unwrap();
+    kill_child_at(&name, Step::Taken, acked_get);
+    deliver(&q, b"taken", 2);
+    // HELD, before its record is marked CONSUMED.
+    q.put(b"leased", 0.0).unwrap();
+    kill_child_at(&name, Step::Leased, acked_get);
+    deliver(&q, b"leased", 2);
+    // Delivered and not acked (the child stops between calls).
+    q.put(b"held", 0.0).unwrap();
+    let pid = stop_child_at(&name, None, |q| {
+        q.get_acked(0.0).unwrap();
+        stop_here();
+        true
+    });
+    kill_child(pid);
+    deliver(&q, b"held", 2);
+    // Nacked: MOVING, before it is READY again.
+    q.put(b"nacked", 0.0).unwrap();
+    kill_child_at(&name, Step::Moving, |q| {
+        let m = q.get_acked(0.0).unwrap();
+        q.nack(m.receipt).unwrap();
+    });
+    deliver(&q, b"nacked", 2);
+    // Taking a returned message: an acked get (HELD again) and a plain one (MOVING).
+    q.put(b"again", 0.0).unwrap();
+    let m = q.get_acked(0.0).unwrap();
+    q.nack(m.receipt).unwrap();
+    kill_child_at(&name, Step::Serving, acked_get);
+    deliver(&q, b"again", 3);
+    q.put(b"plain", 0.0).unwrap();
+    let m = q.get_acked(0.0).unwrap();
+    q.nack(m.receipt).unwrap();
+    kill_child_at(&name, Step::Serving, |q| {
+        q.get(0.0).unwrap();
+    });
+    deliver(&q, b"plain", 2);
+    assert_eq!(q.stats().unwrap().redelivered, 8);
+    put_get_largest(&q);
     churn(&q, 3);
 
     // Nothing is left behind once the survivors close.
