@@ -2,6 +2,9 @@
 // peer.py (see there), and two more that move the messages in place:
 //   produce-loan QUEUE PRODUCER COUNT SIZES   as produce, each message written into a loan
 //   consume-view QUEUE PRODUCER COUNT SIZES   as consume, each message checked in a view
+// and one for the Swift package's own tests (bindings/swift/Tests, AcksTests):
+//   hold-acked QUEUE   take one message by an acknowledged get, print its size and delivery
+//                      count, and hold it unacknowledged until stdin closes (the test kills it)
 // Built as the executable sage-queue-interop-peer of the Swift package
 // (bindings/swift/Package.swift); runs inside the Swift root (bindings/swift/root.sh).
 import Foundation
@@ -190,6 +193,13 @@ func inspect(_ q: Queue) throws {
     }
 }
 
+func holdAcked(_ q: Queue) throws {
+    let m = try q.getAcked(timeout: wait)
+    print("{\"size\": \(m.data.count), \"deliveries\": \(m.deliveries)}")
+    fflush(stdout)
+    while readLine() != nil {}
+}
+
 let args = CommandLine.arguments
 let role = args[1]
 var status: Int32 = 0
@@ -203,6 +213,7 @@ do {
     case "consume-view": print(try consumeViews(q, Int(args[3])!, Int(args[4])!, args[5]))
     case "drain": print(try drain(q))
     case "inspect": try inspect(q)
+    case "hold-acked": try holdAcked(q)
     default: fatalError("unknown role \(role)")
     }
 } catch QueueError.Empty {

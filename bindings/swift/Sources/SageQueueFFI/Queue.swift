@@ -14,7 +14,8 @@
 //   - "nothing before the timeout" comes back as a value (Empty and Full are thrown here), and
 //     a failure as FAILED, whose typed error the generated msgError() throws.
 // Everything else (stats, taskDone, join, ...) is the generated method of `handle`.
-// Async.swift adds the async calls (getAsync, ..., messages()), InPlace.swift loans and views.
+// Async.swift adds the async calls (getAsync, ..., messages()), InPlace.swift loans and views,
+// Acks.swift acknowledged gets (getAcked, ack, nack, ...).
 import Foundation
 import SageQueueFFIRaw
 
