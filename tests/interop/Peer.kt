@@ -1,6 +1,8 @@
 // The Kotlin peer of the interop test (tests/interop/run.py): the same roles and messages as
-// peer.py (see there), and two in place: produce-loan (each message written straight into a
-// loan) and consume-view (each message checked where it lies in the ring, as a view). Built
+// peer.py (see there), two in place: produce-loan (each message written straight into a
+// loan) and consume-view (each message checked where it lies in the ring, as a view), and
+// hold-acked (take one message with an acknowledged get, report it, and wait, never acking
+// it, until the runner kills the process). Built
 // against the installed io.sage:sage-queue by bindings/kotlin/interop-peer/pom.xml
 // (tests/interop/run.sh does it).
 import io.sage.queue.*
@@ -137,6 +139,16 @@ fun drain(q: SageQueue): String {
     }
 }
 
+/** Take one message with an acknowledged get, print {"deliveries", "bytes", "tag"} and wait
+ * without acking it: the runner kills this process (SIGKILL) mid-item. */
+fun holdAcked(q: SageQueue) {
+    val item = q.takeAcked(WAIT)
+    val tag = checkTagged(item.value)?.let { (p, s) -> "[$p, $s]" } ?: "null"
+    println("""{"deliveries": ${item.deliveries}, "bytes": ${item.value.size}, "tag": $tag}""")
+    System.out.flush()
+    Thread.sleep(600_000)
+}
+
 fun statsOf(q: SageQueue): String {
     val s = q.stats()
     fun str(v: String) = "\"" + v.replace("\\", "\\\\").replace("\"", "\\\"") + "\""
@@ -170,6 +182,7 @@ fun main(args: Array<String>) {
             "produce-loan" -> produceLoans(q, args[2].toInt(), args[3].toInt(), args[4])
             "consume-view" -> consumeViews(q, args[2].toInt(), args[3].toInt(), args[4])
             "inspect" -> { inspect(q); null }
+            "hold-acked" -> { holdAcked(q); null }
             else -> error("unknown role $role")
         }
     } catch (e: QueueException.Empty) {

@@ -10,7 +10,9 @@ at the same time (run by tests/interop/run.sh, which builds the peers first).
 - messages in place: Swift and Kotlin read as views (Queue.view, SageQueue.view) the
   messages Python put with the raw serializer and wrote with loans (SageQueue.loan), and
   Python reads (get, and views) the messages Swift and Kotlin wrote with loans (Queue.loan,
-  SageQueue.loan).
+  SageQueue.loan);
+- acknowledged gets: a Kotlin consumer takes a message with an acked get and is killed
+  (SIGKILL) mid-item; a Python consumer gets it again (deliveries 2) and acks it.
 
 Ends with "N passed, M failed"; exits 1 if any scenario failed.
 """
@@ -27,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import peer  # noqa: E402  (the Python peer: message format and sizes)
-from sage_queue import SageQueue  # noqa: E402
+from sage_queue import Empty, SageQueue  # noqa: E402
 
 TIMEOUT = 300  # seconds a scenario's processes may take
 DIRECTION_COUNT = 420  # 30 rounds of the 14 sizes of "all": ~37 MB per direction
@@ -226,6 +228,47 @@ def loans_to_python(lang="swift", producer=9):
     return f"{count} messages, {want_bytes} bytes"
 
 
+def killed_mid_item(lang="kotlin", producer=12):
+    """A Kotlin peer takes a message with an acknowledged get and waits without acking it;
+    it is killed with SIGKILL, and the driver (Python) gets the message again with
+    get_acked (deliveries 2, every byte intact) and acks it."""
+    if not hasattr(SageQueue, "get_acked"):
+        raise Failure("this sage_queue has no get_acked (an older installed package?)")
+    m = peer.message(producer, 0, 1000)
+    with queue(f"{lang}-killed-acked") as q:
+        q.put(m)
+        holder = start(lang, "hold-acked", q.name)
+        try:
+            line = holder.stdout.readline().strip()
+            if not line:
+                raise Failure(f"{lang} holder said nothing: {holder.stderr.read()[-2000:]}")
+            r = json.loads(line)
+            want = {"deliveries": 1, "bytes": len(m), "tag": [producer, 0]}
+            expect(r == want, f"holder report {r}")
+            stats = q.get_stats()
+            expect((stats["unacked"], stats["messages"]) == (1, 0), f"before the kill: {stats}")
+            try:
+                q.get_acked(timeout=0)
+                raise Failure("the held message was delivered while its holder lived")
+            except Empty:
+                pass
+        finally:
+            kill(holder)  # SIGKILL, mid-item
+        expect(holder.returncode == -signal.SIGKILL, f"the holder exited with {holder.returncode}")
+        t = time.monotonic()
+        item, receipt = q.get_acked(timeout=30)
+        took = time.monotonic() - t
+        expect(item == m, "the message delivered again has other bytes")
+        expect(receipt.deliveries == 2, f"deliveries {receipt.deliveries}, not 2")
+        expect(took < 10, f"delivered again after {took:.1f} s")
+        q.ack(receipt)
+        stats = q.get_stats()
+        got = {k: stats[k] for k in ("unacked", "redelivered", "lost", "messages")}
+        want = {"unacked": 0, "redelivered": 1, "lost": 0, "messages": 0}
+        expect(got == want, f"after the ack: {got}")
+    return f"delivered again to python after {took:.3f} s, deliveries 2, acked"
+
+
 class Inspector:
     """A peer in `inspect` mode: attached until its stdin closes."""
 
@@ -321,6 +364,7 @@ def main():
         ("in place: swift loans -> python gets and views", loans_to_python),
         ("in place: python puts and loans -> kotlin views", lambda: python_to_views("kotlin", 10)),
         ("in place: kotlin loans -> python gets and views", lambda: loans_to_python("kotlin", 11)),
+        ("acked: a kotlin consumer killed mid-item, its message acked by python", killed_mid_item),
     ]
     only = sys.argv[1:]
     passed = failed = 0

@@ -122,15 +122,24 @@ internal object CloseWatch {
 }
 
 /** One call's waiting: its line, its deadline, the state read before each try. */
-private class Waits(private val q: SageQueue, private val line: Int, private val deadline: Long) {
+internal class Waits(private val q: SageQueue, private val line: Int, private val deadline: Long) {
     /** The line's state, read before a non-waiting try. */
     fun state(): Long = MessagePath.lineState(MessagePath.id(MessagePath.thread(), q), line)
 
     /** Wait until the line moved on from `seen` (or the queue closed); false when the
-     * deadline passed first. */
-    suspend fun ready(seen: Long): Boolean {
+     * deadline passed first. With a [slice] (seconds), true also when the slice ended first
+     * (the caller tries again: for what the line's state does not show, Acks.kt). */
+    suspend fun ready(seen: Long, slice: Double = FOREVER): Boolean {
         val left = if (deadline == AsyncWait.NEVER) FOREVER else (deadline - System.nanoTime()) / 1e9
         if (deadline != AsyncWait.NEVER && left <= 0) return false
+        if (slice >= 0 && (left < 0 || slice < left)) {
+            waitFor(seen, slice)
+            return true
+        }
+        return waitFor(seen, left)
+    }
+
+    private suspend fun waitFor(seen: Long, left: Double): Boolean {
         val id = MessagePath.id(MessagePath.thread(), q).toULong()
         val caller = currentCoroutineContext()
         // The wait runs as a child job that CloseWatch cancels if the handle object is closed

@@ -1,6 +1,6 @@
 // The message path of sage_queue.udl (msg_put, msg_take and their non-waiting msg_try_* forms,
-// msg_put_batch, msg_take_batch, the view buffer, loans and pinned views), called straight
-// through JNA direct mapping with plain integer arguments.
+// msg_put_batch, msg_take_batch, the view buffer, loans and pinned views, acknowledged takes),
+// called straight through JNA direct mapping with plain integer arguments.
 //
 // Why: a generated call allocates and reads back JNA Structures (a fresh call status, a
 // ForeignBytes by value per buffer), which costs tens of µs per message. These declarations
@@ -77,6 +77,18 @@ internal object MsgNative {
     @JvmStatic external fun uniffi_sage_queue_fn_func_msg_unpin(id: Long, address: Long, status: Long): Byte
 
     @JvmStatic external fun uniffi_sage_queue_fn_func_msg_line_state(id: Long, line: Byte, status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_take_acked(id: Long, timeout: Double, status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_take_acked_batch(
+        id: Long, maxItems: Int, maxBytes: Long, timeout: Double, status: Long,
+    ): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_receipt(index: Int, status: Long): Long
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_ack(id: Long, receipt: Long, status: Long): Byte
+
+    @JvmStatic external fun uniffi_sage_queue_fn_func_msg_nack(id: Long, receipt: Long, status: Long): Byte
 }
 
 internal object MessagePath {
@@ -118,6 +130,11 @@ internal object MessagePath {
         "uniffi_sage_queue_fn_func_msg_pin_address" to (listOf(ST) to J),
         "uniffi_sage_queue_fn_func_msg_unpin" to (listOf(J, J, ST) to B),
         "uniffi_sage_queue_fn_func_msg_line_state" to (listOf(J, B, ST) to J),
+        "uniffi_sage_queue_fn_func_msg_take_acked" to (listOf(J, D, ST) to J),
+        "uniffi_sage_queue_fn_func_msg_take_acked_batch" to (listOf(J, I, J, D, ST) to J),
+        "uniffi_sage_queue_fn_func_msg_receipt" to (listOf(I, ST) to J),
+        "uniffi_sage_queue_fn_func_msg_ack" to (listOf(J, J, ST) to B),
+        "uniffi_sage_queue_fn_func_msg_nack" to (listOf(J, J, ST) to B),
     )
 
     /** Checksum symbol -> the checksum the library reports (it hashes the UDL signature). */
@@ -137,6 +154,11 @@ internal object MessagePath {
         "uniffi_sage_queue_checksum_func_msg_pin_address" to 10052,
         "uniffi_sage_queue_checksum_func_msg_unpin" to 60646,
         "uniffi_sage_queue_checksum_func_msg_line_state" to 12530,
+        "uniffi_sage_queue_checksum_func_msg_take_acked" to 25493,
+        "uniffi_sage_queue_checksum_func_msg_take_acked_batch" to 30710,
+        "uniffi_sage_queue_checksum_func_msg_receipt" to 29680,
+        "uniffi_sage_queue_checksum_func_msg_ack" to 35205,
+        "uniffi_sage_queue_checksum_func_msg_nack" to 522,
         // Not called directly (the generated suspend fun msgReadyAsync is), but Async.kt
         // relies on its meaning (the lines, the state read by msg_line_state before a try).
         "uniffi_sage_queue_checksum_func_msg_ready_async" to 50931,
@@ -424,7 +446,12 @@ internal object MessagePath {
         if (n == NOTHING) return null
         if (n == FAILED) raise()
         if (n > Int.MAX_VALUE) tooLong(n)
-        // The view: the payloads, then their u32 lengths, then the u32 count.
+        return table(t, n)
+    }
+
+    /** The messages of a batch a take just left in the thread's view (`n` bytes): the
+     * payloads, then their u32 lengths, then the u32 count. */
+    private fun table(t: PerThread, n: Long): List<ByteArray> {
         val v = view(t, n)
         val end = n.toInt()
         check(end >= 4) { "a batch view of $n bytes" }
@@ -441,6 +468,84 @@ internal object MessagePath {
         }
         check(off == lengthsAt) { "a batch view's lengths do not add up to its payloads" }
         return out
+    }
+
+    // ---- acknowledged takes (Acks.kt) ----
+
+    /** msg_take_acked: one message and its receipt (packed, as msg_receipt gives it), or null
+     * if none came in time. The receipt is read on the same thread right after the take. */
+    fun takeAcked(q: SageQueue, timeout: Double): Pair<ByteArray, Long>? {
+        val t = thread()
+        val id = id(t, q)
+        val n = MsgNative.uniffi_sage_queue_fn_func_msg_take_acked(id, timeout, STATUS)
+        if (n == NOTHING) return null
+        if (n == FAILED) raise()
+        val receipt = receipt(0)
+        if (n > Int.MAX_VALUE - 8) {
+            finish(id, receipt, nack = true) // returned to the queue, not lost
+            throw IllegalStateException("a message of $n bytes does not fit a JVM array (it was returned)")
+        }
+        val out = ByteArray(n.toInt())
+        if (n > 0) view(t, n).get(0, out, 0, out.size)
+        return out to receipt
+    }
+
+    /** msg_take_acked_batch: up to `maxItems` messages totalling at most `maxBytes` (at least
+     * one) with their receipts, or null if none came in time. */
+    fun takeAckedBatch(
+        q: SageQueue,
+        maxItems: Int,
+        maxBytes: Long,
+        timeout: Double,
+    ): Pair<List<ByteArray>, List<Long>>? {
+        val t = thread()
+        val id = id(t, q)
+        val n = MsgNative.uniffi_sage_queue_fn_func_msg_take_acked_batch(id, maxItems, maxBytes, timeout, STATUS)
+        if (n == NOTHING) return null
+        if (n == FAILED) raise()
+        // Every receipt first (msg_receipt answers 0 past the last one), before anything
+        // can fail.
+        val receipts = ArrayList<Long>()
+        while (receipts.size < maxItems) {
+            val r = MsgNative.uniffi_sage_queue_fn_func_msg_receipt(receipts.size, STATUS)
+            if (r == 0L) break
+            receipts.add(r)
+        }
+        val messages = try {
+            if (n > Int.MAX_VALUE) tooLong(n)
+            table(t, n).also {
+                check(it.size == receipts.size) { "a batch of ${it.size} messages with ${receipts.size} receipts" }
+            }
+        } catch (e: Throwable) {
+            for (r in receipts) finish(id, r, nack = true, quiet = true) // returned, not lost
+            throw e
+        }
+        return messages to receipts
+    }
+
+    /** msg_receipt: receipt `index` of the calling thread's last acked take. */
+    private fun receipt(index: Int): Long {
+        val r = MsgNative.uniffi_sage_queue_fn_func_msg_receipt(index, STATUS)
+        check(r != 0L) { "an acked take returned no receipt $index (a bug in sage-queue)" }
+        return r
+    }
+
+    /** msg_ack, or msg_nack when `nack`; the error is thrown (StaleReceipt, Closed, ...), or
+     * when `quiet` forgotten and false returned. */
+    fun finish(id: Long, receipt: Long, nack: Boolean, quiet: Boolean = false): Boolean {
+        val r = if (nack) {
+            MsgNative.uniffi_sage_queue_fn_func_msg_nack(id, receipt, STATUS)
+        } else {
+            MsgNative.uniffi_sage_queue_fn_func_msg_ack(id, receipt, STATUS)
+        }
+        if (r.toInt() == 1) return true
+        if (!quiet) raise()
+        try {
+            msgError()
+        } catch (e: QueueException) {
+            // forgotten
+        }
+        return false
     }
 
     // ---- in place: loans and pinned views (InPlace.kt) ----

@@ -1,5 +1,6 @@
-// A second JVM for CrossProcessTest: run as `java -cp <test class path> io.sage.queue.ChildPeer
-// ROLE QUEUE ARGS...`. Prints one line, its report, and exits 0 (1 on a wrong message).
+// A second JVM for CrossProcessTest, AsyncTest and AcksTest: run as `java -cp <test class path>
+// io.sage.queue.ChildPeer ROLE QUEUE ARGS...`. Prints one line, its report, and exits 0 (1 on a
+// wrong message; the role "hold" never exits by itself).
 package io.sage.queue
 
 import java.nio.ByteBuffer
@@ -78,6 +79,14 @@ object ChildPeer {
                     println("waiting")
                     System.out.flush()
                     println("got " + String(q.take(60.0)))
+                }
+                // hold: take one message acked, print "holding DELIVERIES VALUE", then sleep
+                // (AcksTest kills it with SIGKILL)
+                "hold" -> {
+                    val item = q.takeAcked(60.0)
+                    println("holding ${item.deliveries} " + String(item.value))
+                    System.out.flush()
+                    Thread.sleep(600_000)
                 }
                 else -> error("unknown role $role")
             }

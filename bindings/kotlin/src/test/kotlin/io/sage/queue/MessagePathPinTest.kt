@@ -29,6 +29,14 @@ class MessagePathPinTest {
     }
 
     @Test
+    fun `the acknowledged takes are bound directly and pinned`() {
+        for (f in listOf("msg_take_acked", "msg_take_acked_batch", "msg_receipt", "msg_ack", "msg_nack")) {
+            assertTrue("uniffi_sage_queue_fn_func_$f" in MessagePath.GENERATED, "$f is not pinned")
+            assertTrue("uniffi_sage_queue_checksum_func_$f" in MessagePath.CHECKSUMS, "$f's checksum is not pinned")
+        }
+    }
+
+    @Test
     fun `a changed generated signature is reported`() {
         val long = java.lang.Long.TYPE
         val changed = MessagePath.GENERATED.toMutableMap()
