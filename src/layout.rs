@@ -225,6 +225,9 @@ pub struct LeaseLine {
     pub max_deliveries: AtomicU64,
     /// A lease held longer than this (ns) is delivered again (0: no timeout).
     pub visibility_ns: AtomicU64,
+    /// Counts messages returned to the queue (a lease made READY) and leases freed, so that
+    /// the async data line (watch.rs) moves on for them as it does for a put.
+    pub returned: AtomicU64,
 }
 
 /// One lease: a message taken by an acknowledged get and not yet acknowledged, kept here

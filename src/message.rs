@@ -229,9 +229,37 @@ pub async fn msg_ready_async(id: u64, line: u8, seen: u64, timeout: f64) -> Resu
         return Ok(false);
     }
     let end = deadline.end();
-    watch::ready(q.clone(), line, seen, end).await;
-    Ok(q.moved_on(line, seen) || end.is_none_or(|e| Instant::now() < e))
+    loop {
+        // While messages are held unacknowledged, a data waiter wakes every LEASE_SLICE to
+        // return those of dead holders and timed-out ones: nobody else may be taking (whose
+        // takes would), and that is what moves the line on for them.
+        let slice = (line == Line::Data && q.leases_held()).then(|| Instant::now() + LEASE_SLICE);
+        let until = match (end, slice) {
+            (Some(e), Some(s)) => Some(e.min(s)),
+            (e, s) => e.or(s),
+        };
+        watch::ready(q.clone(), line, seen, until).await;
+        if q.moved_on(line, seen) {
+            return Ok(true);
+        }
+        if slice.is_none() {
+            // Woken before the end (the line moved on and back, or the handle closed): the
+            // caller tries again.
+            return Ok(end.is_none_or(|e| Instant::now() < e));
+        }
+        q.return_leases_now();
+        if q.moved_on(line, seen) {
+            return Ok(true);
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            return Ok(false);
+        }
+    }
 }
+
+/// How often an async data waiter looks for leases to return while messages are held
+/// unacknowledged (their holders may die or time out while nobody takes).
+const LEASE_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub fn msg_view_address() -> u64 {
     VIEW.with(|v| v.borrow().as_ptr() as u64)

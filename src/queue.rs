@@ -383,6 +383,7 @@ impl SageQueue {
                     };
                     self.copy_lease(i, len, out);
                     lease::finish_plain(ring, i);
+                    self.returned();
                     again.push((layout::NONE, len));
                     bytes += len;
                 }
@@ -651,10 +652,34 @@ impl SageQueue {
                 _ => acked.leases_checked = Some(now),
             }
         }
+        self.return_leases(ring);
+    }
+
+    /// Return the messages of dead holders and timed-out deliveries to the queue now.
+    fn return_leases(&self, ring: &Ring) {
         if lease::need_recovery(ring) {
             ring.recover();
         }
         self.settle_moving(ring);
+    }
+
+    /// For async waits on the data line (message.rs): whether messages are held
+    /// unacknowledged now (then a waiter looks for dead holders and timeouts in slices), and
+    /// that look.
+    pub(crate) fn leases_held(&self) -> bool {
+        lease::counts(self.seg.leases()).0 > 0
+    }
+    pub(crate) fn return_leases_now(&self) {
+        self.return_leases(&self.ring());
+    }
+
+    /// A message came back to the queue or a lease was freed: the async data line moves on
+    /// (watch.rs), as for a put.
+    fn returned(&self) {
+        let h = self.seg.header();
+        h.leases.returned.fetch_add(1, SeqCst);
+        // After the count: a waiter woken here reads the new state.
+        wait::wake(&h.data_wake);
     }
 
     /// Put back the MOVING leases this handle holds: READY, or past max_deliveries into the
@@ -662,7 +687,9 @@ impl SageQueue {
     fn settle_moving(&self, ring: &Ring) {
         let _one = lock(&self.settling);
         for i in lease::moving_mine(ring) {
-            if let lease::Settle::Expired { len } = lease::settle(ring, i) {
+            let settled = lease::settle(ring, i);
+            self.returned();
+            if let lease::Settle::Expired { len } = settled {
                 let mut payload = Vec::new();
                 self.copy_lease(i, len, &mut payload);
                 let sent = self
@@ -680,7 +707,9 @@ impl SageQueue {
     /// receipt is no longer valid (already acked or nacked, or delivered again).
     pub fn ack(&self, receipt: u64) -> Result<()> {
         self.check_open()?;
-        lease::finish(&self.ring(), receipt, false).map(|_| ())
+        lease::finish(&self.ring(), receipt, false)?;
+        self.returned();
+        Ok(())
     }
 
     /// Return a message taken by an acked get to the queue (it is delivered again, its count

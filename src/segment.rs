@@ -238,6 +238,14 @@ impl Segment {
             (*id).created_unix_ms = created;
             (*id).max_items = max_items;
         }
+        // Each lease's generation starts at a random value, so a receipt of another queue
+        // (or of an earlier queue of the same name) matches none of this queue's leases.
+        let seed = nonce() ^ (std::process::id() as u64).rotate_left(17);
+        for (i, lease) in self.leases().iter().enumerate() {
+            let gen = (seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(29);
+            lease.state.store(gen << 32, Ordering::Relaxed); // FREE, no owner
+            lease.pos.store(layout::NONE, Ordering::Relaxed);
+        }
         for slot in self.slots() {
             slot.claim_start.store(layout::NONE, Ordering::Relaxed);
             slot.read_start.store(layout::NONE, Ordering::Relaxed);

@@ -150,7 +150,11 @@ impl SageQueue {
     pub(crate) fn line_state(&self, line: Line) -> u64 {
         let h = self.header();
         match line {
-            Line::Data => h.prod.msgs_in.load(SeqCst),
+            Line::Data => h
+                .prod
+                .msgs_in
+                .load(SeqCst)
+                .wrapping_add(h.leases.returned.load(SeqCst)),
             Line::Space => h
                 .rel
                 .released

@@ -83,15 +83,20 @@ class BatchReceipt:
 
 AnyReceipt = Union[Receipt, BatchReceipt]
 
+_ST = _fast.STATUS
+_TAKE_ACKED, _RECEIPT, _ACK = _fast.take_acked, _fast.receipt, _fast.ack
+_FAILED = _fast.FAILED
+# The bound entry points take integers as C ints unless given as ctypes values.
+_U32, _U64 = _fast.u32, _fast.u64
+_FIRST = _fast.u32(0)
+
 
 def _take(q: "SageQueue", batch: bool, wait: Optional[float], *limits: Any) -> int:
     """One acked take through the message path: the view's length (raises queue.Empty)."""
-    from .queue import _waited
-
     t = _fast.local.t
     call = _fast.take_acked_batch if batch else _fast.take_acked
     try:
-        n = _waited(call, _fast.NOTHING, wait, q._cid, *limits)
+        n = _queue._waited(call, _fast.NOTHING, wait, q._cid, *limits)
         if n == _fast.FAILED:
             q._fast_failed(retry=False)
         if n == _fast.NOTHING:
@@ -103,23 +108,29 @@ def _take(q: "SageQueue", batch: bool, wait: Optional[float], *limits: Any) -> i
 
 
 def get_acked(q: "SageQueue", wait: Optional[float]) -> Tuple[Any, Receipt]:
-    q._handle()
     t = _fast.local.t
     if t.busy:
         # Called while an item loads from this thread's view buffer: the generated method
         # returns the message in a new buffer instead.
-        from .queue import _sliced
-
         try:
-            m = _sliced(q._handle().get_acked, wait)
+            m = _queue._sliced(q._handle().get_acked, wait)
         except _NativeError as e:
             raise q._error(e) from None
-        data, receipt = bytes(m.data), Receipt(m.receipt)
-    else:
+        receipt = Receipt(m.receipt)
+        return _decoded(q, bytes(m.data), receipt), receipt
+    # The first attempt does not wait (as get's); waiting is _take.
+    n = _TAKE_ACKED(q._cid, _fast.ZERO, _ST)
+    if n >= _FAILED:
+        if n == _FAILED:
+            q._fast_failed()  # returns only after a fork: then wait below
+        elif wait == 0.0:
+            raise queue.Empty
         n = _take(q, False, wait)
-        data = _fast.view(n)[:n].tobytes()
-        receipt = Receipt(_fast.receipt(_fast.u32(0), _fast.STATUS))
-    return _decoded(q, data, receipt), receipt
+    receipt = Receipt(_RECEIPT(_FIRST, _ST))
+    mv = t.view if n <= t.view_capacity else _fast.view(n)
+    if q._tag_bytes and n and mv[0] == 0:  # a bytes item
+        return mv[1:n].tobytes(), receipt
+    return _decoded(q, mv[:n].tobytes(), receipt), receipt
 
 
 def _decoded(q: "SageQueue", data: bytes, receipt: Receipt) -> Any:
@@ -134,18 +145,13 @@ def _decoded(q: "SageQueue", data: bytes, receipt: Receipt) -> Any:
 def get_many_acked(
     q: "SageQueue", wait: Optional[float], max_items: int, max_bytes: int
 ) -> Tuple[List[Any], BatchReceipt]:
-    from .queue import _table_lengths, _table_payloads
-
-    q._handle()
     if _fast.local.t.busy:
         raise RuntimeError("get_many_acked() cannot run while an item loads from the queue")
     n = _take(q, True, wait, _fast.u32(max_items), _fast.u64(max_bytes))
     mv = _fast.view(n)[:n]
-    lengths = _table_lengths(mv)
-    payloads = [bytes(p) for p in _table_payloads(mv, lengths)]
-    receipts = BatchReceipt(
-        [Receipt(_fast.receipt(_fast.u32(i), _fast.STATUS)) for i in range(len(payloads))]
-    )
+    lengths = _queue._table_lengths(mv)
+    payloads = [bytes(p) for p in _queue._table_payloads(mv, lengths)]
+    receipts = BatchReceipt([Receipt(_RECEIPT(_U32(i), _ST)) for i in range(len(payloads))])
     items = []
     for data, r in zip(payloads, receipts):
         try:
@@ -156,6 +162,8 @@ def get_many_acked(
 
 
 def ack(q: "SageQueue", receipt: AnyReceipt) -> None:
+    if type(receipt) is Receipt and _ACK(q._cid, _U64(receipt.value), _ST) == 1:
+        return
     _settle(q, receipt, _fast.ack)
 
 
@@ -172,10 +180,9 @@ def _settle(q: "SageQueue", receipt: AnyReceipt, call: Any) -> None:
         receipts = receipt.receipts
     else:
         raise TypeError(f"expected a Receipt or BatchReceipt, not {type(receipt).__name__}")
-    q._handle()
     first: Optional[BaseException] = None
     for r in receipts:
-        if call(q._cid, _fast.u64(r.value), _fast.STATUS) == 1:
+        if call(q._cid, _U64(r.value), _ST) == 1:
             continue
         try:
             _fast.raise_failure()
@@ -186,3 +193,8 @@ def _settle(q: "SageQueue", receipt: AnyReceipt, call: Any) -> None:
             first = first or err
     if first is not None:
         raise first
+
+
+# queue.py imports this module and uses its classes; its helpers (_waited, _sliced, the
+# table readers) are looked up at call time, so this import comes last.
+from . import queue as _queue  # noqa: E402

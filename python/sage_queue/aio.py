@@ -1,5 +1,5 @@
 """asyncio for SageQueue: ``await q.get_async()``, ``put_async``, ``get_many_async``,
-``put_many_async``, ``join_async`` and ``async for item in q.iter_async()``.
+``put_many_async``, ``join_async``, ``get_acked_async`` and ``async for item in q.iter_async()``.
 
 Each call reads the queue's state (``msg_line_state``), makes the same non-waiting call as
 ``get_nowait``/``put_nowait`` in the event loop's thread, and while that finds nothing (or
@@ -93,6 +93,20 @@ async def get_async(q: Any, timeout: Optional[float] = None) -> Any:
         seen = _state(q, DATA)
         try:
             return q.get(block=False)
+        except queue.Empty:
+            pass
+        if not await _ready(q, DATA, seen, deadline):
+            raise queue.Empty
+
+
+async def get_acked_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
+    """get_acked() for coroutines: ``(item, receipt)``. Returned messages (a nack, a
+    timed-out or dead holder) wake it as a put does."""
+    deadline = _deadline(timeout)
+    while True:
+        seen = _state(q, DATA)
+        try:
+            return q.get_acked(block=False)
         except queue.Empty:
             pass
         if not await _ready(q, DATA, seen, deadline):

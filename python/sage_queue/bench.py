@@ -1368,6 +1368,8 @@ def micro(count: int = 100_000) -> Dict[str, float]:
     chunk = min(count, 20_000)
     cases: List[Tuple[str, Callable[[Any], None], Callable[[], Any], Any]] = [
         ("SageQueue small dict", q.put, q.get, SMALL),
+        # An acknowledged get and its ack (acks.py), counted as the "get".
+        ("SageQueue small dict acked", q.put, lambda: q.ack(q.get_acked()[1]), SMALL),
         ("SageQueue 64 B bytes", q.put, q.get, b"x" * 64),
     ]
     zq: Any = None
@@ -1403,6 +1405,8 @@ def micro(count: int = 100_000) -> Dict[str, float]:
             zq.close()
     for k, v in out.items():
         print(f"{k:<36}{v:>8.2f} us")
+    plain, acked = out["SageQueue small dict: get"], out["SageQueue small dict acked: get"]
+    print(f"acked get + ack / plain get (small dict): {acked / plain:.2f}x")
     if zq is not None:
         print("(zeroq: fixed 64 B slots, raw bytes only; its put/get sleep 1 ms when full/empty,"
               " which never happens here)")  # fmt: skip

@@ -663,6 +663,11 @@ class SageQueue(QueueConveniences):
         except queue.Full:
             await aio.put_async(self, item, timeout)
 
+    async def get_acked_async(self, timeout: Optional[float] = None) -> Tuple[Any, acks.Receipt]:
+        """``item, receipt = await q.get_acked_async()``: get_acked() for coroutines."""
+        result: Tuple[Any, acks.Receipt] = await aio.get_acked_async(self, timeout)
+        return result
+
     async def join_async(self, timeout: Optional[float] = None) -> bool:
         """join() for coroutines: False when ``timeout`` ends first."""
         return await aio.join_async(self, timeout)

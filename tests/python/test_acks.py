@@ -222,3 +222,46 @@ def test_receipt_repr_and_types():
     r = Receipt(3 | (2 << 16) | (7 << 32))
     assert r.deliveries == 2 and "deliveries=2" in repr(r)
     assert BatchReceipt([r]).deliveries == 2
+
+
+def test_get_acked_async_wakes_for_returned_messages(make_queue):
+    import asyncio
+    import threading
+
+    q = make_queue(maxsize=4096)
+    q.put("first")
+    _, receipt = q.get_acked()
+
+    async def main():
+        # A nack from another thread wakes the waiting coroutine at once.
+        threading.Timer(0.2, q.nack, (receipt,)).start()
+        start = time.monotonic()
+        item, again = await q.get_acked_async(timeout=10)
+        assert (item, again.deliveries) == ("first", 2)
+        assert time.monotonic() - start < 5
+        # A delivery that times out while the coroutine waits is delivered to it.
+        q.set_ack_policy(visibility_timeout=0.3)
+        q.put("second")
+        _, held = q.get_acked()
+        item, late = await q.get_acked_async(timeout=10)
+        assert (item, late.deliveries) == ("second", 2)
+        q.ack(late)
+        q.ack(again)
+        with pytest.raises(StaleReceipt):
+            q.ack(held)
+        with pytest.raises(queue.Empty):
+            await q.get_acked_async(timeout=0.05)
+
+    asyncio.run(main())
+
+
+def test_receipts_of_another_queue_are_refused(make_queue):
+    a, b = make_queue(maxsize=4096), make_queue(maxsize=4096)
+    a.put("A")
+    b.put("B")
+    _, ra = a.get_acked()
+    _, rb = b.get_acked()
+    with pytest.raises(StaleReceipt):
+        b.ack(ra)
+    b.ack(rb)
+    a.ack(ra)
