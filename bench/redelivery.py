@@ -50,9 +50,9 @@ def main() -> None:
             os.read(r, 1)
             os.close(r)
             os.close(w)
-            got = {}
+            got: dict = {}
 
-            def wait() -> None:
+            def wait(got: dict = got) -> None:
                 if args.aio:
                     got["m"] = asyncio.run(q.get_acked_async(timeout=10))
                 else:
