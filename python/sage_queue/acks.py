@@ -15,6 +15,7 @@ them. Every call goes through the message path (``_fastpath``): msg_take_acked,
 msg_take_acked_batch, msg_receipt, msg_ack and msg_nack.
 """
 
+import pickle
 import queue
 from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -86,6 +87,7 @@ AnyReceipt = Union[Receipt, BatchReceipt]
 _ST = _fast.STATUS
 _TAKE_ACKED, _RECEIPT, _ACK = _fast.take_acked, _fast.receipt, _fast.ack
 _FAILED = _fast.FAILED
+_loads = pickle.loads
 # The bound entry points take integers as C ints unless given as ctypes values.
 _U32, _U64 = _fast.u32, _fast.u64
 _FIRST = _fast.u32(0)
@@ -128,8 +130,17 @@ def get_acked(q: "SageQueue", wait: Optional[float]) -> Tuple[Any, Receipt]:
         n = _take(q, False, wait)
     receipt = Receipt(_RECEIPT(_FIRST, _ST))
     mv = t.view if n <= t.view_capacity else _fast.view(n)
-    if q._tag_bytes and n and mv[0] == 0:  # a bytes item
-        return mv[1:n].tobytes(), receipt
+    if q._tag_bytes and n:
+        if mv[0] == 0:  # a bytes item
+            return mv[1:n].tobytes(), receipt
+        if mv[0] == 0x80:  # a pickle: loaded in place, as get() does
+            try:
+                t.busy = True
+                return _loads(mv[:n]), receipt
+            except Exception:
+                pass  # reported with the message's bytes below
+            finally:
+                t.busy = False
     return _decoded(q, mv[:n].tobytes(), receipt), receipt
 
 
