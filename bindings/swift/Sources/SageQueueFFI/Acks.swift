@@ -15,12 +15,10 @@
 // receipt read with msg_receipt (the calling thread's last acked take) right after, with no
 // suspension point between the take and the copy.
 //
-// getAckedAsync waits as getAsync does (msg_line_state + msg_ready_async on line 0, then a
-// non-waiting take), with one difference: each native wait lasts at most `ackedWaitSlice`
-// seconds before the take is tried again. A message that becomes deliverable again (nacked,
-// timed out, its holder dead) does not move line 0's state (messages committed), and the
-// timeouts and dead holders are found only by a take looking for them, so a wait for the
-// state alone could sleep past such a message until the next put.
+// getAckedAsync and getAckedManyAsync wait as getAsync does (msg_line_state, a non-waiting
+// take, then one msg_ready_async on line 0 to the caller's deadline). A message returned to
+// the queue (a nack, a holder dead or past the visibility timeout) moves line 0 as a put does,
+// so it wakes the waiting task.
 import Foundation
 import SageQueueFFIRaw
 
@@ -71,10 +69,6 @@ public struct DeliveryBatch: Sendable, RandomAccessCollection {
 }
 
 extension Queue {
-    /// The longest native wait of `getAckedAsync` before it tries again (seconds): the bound
-    /// on how late an async acked get sees a message delivered again (see the file's header).
-    public static let ackedWaitSlice: Double = 0.05
-
     // ---- taking ----
 
     /// Take one message into a lease, waiting up to `timeout` seconds for it (QueueError.Empty),
@@ -226,20 +220,16 @@ extension Queue {
         }
     }
 
-    /// The waiting of the async acked gets: read line 0's state, try `take` (non-waiting, no
-    /// suspension point inside), and while it finds nothing await msg_ready_async from that
-    /// state for at most `ackedWaitSlice` seconds (see the file's header).
+    /// The waiting of the async acked gets, as getAsync's: read line 0's state, try `take`
+    /// (non-waiting, no suspension point inside), and while it finds nothing await
+    /// msg_ready_async from that state until the deadline.
     private func ackedAsync<T>(_ timeout: Double, _ take: () throws -> T?) async throws -> T {
-        let deadline = try Deadline(timeout)
+        var wait = try Waiting(self, .data, timeout)
         while true {
             try Task.checkCancellation()
-            let seen = uniffi_sage_queue_fn_func_msg_line_state(id, Line.data.rawValue, status)
-            if seen == Self.failed { throw Self.failure() }
+            try wait.mark()  // the line's state before the try (msg_line_state)
             if let got = try take() { return got }
-            let left = deadline.left
-            if left == 0 { throw QueueError.Empty }
-            let slice = left < 0 ? Self.ackedWaitSlice : min(left, Self.ackedWaitSlice)
-            _ = try await ready(.data, seen, try Deadline(slice))
+            if try await !wait.next() { throw QueueError.Empty }
         }
     }
 

@@ -232,7 +232,8 @@ final class AcksTests: XCTestCase {
     }
 
     func testGetAckedAsync() async throws {
-        let q = try Queue.create(qname("async"), capacity: 4096)
+        let name = qname("async")
+        let q = try Queue.create(name, capacity: 4096)
         defer { q.detach() }
         // At once, and timing out.
         try q.put(Data("x".utf8))
@@ -253,21 +254,28 @@ final class AcksTests: XCTestCase {
         try q.put(Data("later".utf8))
         let later = try await waiting.value
         XCTAssertEqual(later.data, Data("later".utf8))
-        // A message nacked while waiting (nothing put: line 0's state does not move). Its next
-        // delivery is held under a visibility timeout (a delivery's deadline is set when taken).
-        try q.setAckPolicy(visibilityTimeout: 0.1)
-        let returned = Task { try await q.getAckedAsync(timeout: 10) }
+        // A message nacked by another handle in another thread while the task waits (nothing
+        // put): it wakes the task as a put does, well before the wait's 30 s. Its next delivery
+        // is held under a visibility timeout (a delivery's deadline is set when taken).
+        try q.setAckPolicy(visibilityTimeout: 0.2)
+        let other = try Queue.open(name)
+        defer { other.detach() }
+        let returned = Task { try await q.getAckedAsync(timeout: 30) }
         try await sleep(0.2)
+        let receipt = later.receipt
         var t = now()
-        try q.nack(later)
+        Thread {
+            do { try other.nack(receipt) } catch { XCTFail("the nack in another thread: \(error)") }
+        }.start()
         let second = try await returned.value
-        XCTAssertLessThan(now() - t, 3, "a nack wakes an async acked get")
+        XCTAssertLessThan(now() - t, 5, "a nack wakes an async acked get")
         XCTAssertEqual(second.data, Data("later".utf8))
         XCTAssertEqual(second.deliveries, 2)
-        // A message delivered again by the visibility timeout while waiting.
+        // The visibility timeout delivers that message again to a task waiting for it.
         t = now()
-        let third = try await q.getAckedAsync(timeout: 10)
+        let third = try await q.getAckedAsync(timeout: 30)
         XCTAssertLessThan(now() - t, 5, "the visibility timeout wakes an async acked get")
+        XCTAssertEqual(third.data, Data("later".utf8))
         XCTAssertEqual(third.deliveries, 3)
         raises("StaleReceipt", { try q.ack(second) }, isStale)
         try q.ack(third)

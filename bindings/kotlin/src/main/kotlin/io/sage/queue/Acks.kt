@@ -17,6 +17,10 @@
 // its processing idempotent. Receipts belong to the queue, not to the handle: any handle of
 // the queue (in any process) may ack or nack them.
 //
+// getAckedAsync waits as getAsync does (Async.kt: msg_line_state, a non-waiting take, then one
+// msg_ready_async to the caller's deadline). A message returned to the queue (a nack, a holder
+// dead or past the visibility timeout) moves the data line as a put does, so it wakes the wait.
+//
 // Names: the generated SageQueue has members getAcked(timeout), getAckedBatch(UInt, ULong,
 // Double), ack(ULong), nack(ULong), setAckPolicy(AckPolicy) and ackPolicy(), which Kotlin
 // prefers to any extension of the same signature. They stay usable (about 20x slower than
@@ -173,16 +177,12 @@ fun SageQueue.setAckPolicy(maxDeliveries: Int = 0, visibilityTimeout: Double = 0
     setAckPolicy(AckPolicy(maxDeliveries.toUInt(), visibilityTimeout, deadLetter))
 }
 
-/** How long a suspended [getAckedAsync] waits before it looks again for a message to deliver
- * again (returned by a nack elsewhere, its holder dead or timed out): the queue's line state
- * counts messages put only, so such a message does not wake the wait by itself. */
-internal const val REDELIVERY_LOOK: Double = 0.05
-
 /**
  * Take one message into a lease as [takeAcked] does, suspending until one comes (no thread
  * waits); Empty when [timeout] seconds pass first (FOREVER by default, 0.0 tries once), Closed
  * when the queue is closed while waiting. Cancel-safe: a cancelled call has taken nothing.
- * A message delivered again is seen within about [REDELIVERY_LOOK] seconds.
+ * It waits as [getAsync] does; a message returned to the queue (a nack, a holder dead or past
+ * the visibility timeout) wakes it as a put does.
  */
 suspend fun SageQueue.getAckedAsync(timeout: Double = FOREVER): AckedItem {
     val waits = Waits(this, AsyncWait.DATA, AsyncWait.deadline(timeout))
@@ -190,6 +190,6 @@ suspend fun SageQueue.getAckedAsync(timeout: Double = FOREVER): AckedItem {
         currentCoroutineContext().ensureActive()
         val seen = waits.state()
         getAckedOrNull(0.0)?.let { return it }
-        if (!waits.ready(seen, REDELIVERY_LOOK)) throw QueueException.Empty()
+        if (!waits.ready(seen)) throw QueueException.Empty()
     }
 }

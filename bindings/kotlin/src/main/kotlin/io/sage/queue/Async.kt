@@ -2,15 +2,15 @@
 // joinAsync, and messages() (a Flow that ends when the queue is closed).
 //
 // Each call reads the line's state (msg_line_state), makes the non-waiting message call
-// (msg_try_take, msg_try_put, a batch with timeout 0) and, while that finds nothing (or no
-// room), suspends in the generated `msgReadyAsync` with the state read before the try: a
-// UniFFI future that completes when the state moved on (a message committed, room returned, a
-// task done) or the queue closed or the timeout ended, and never takes or puts anything itself.
-// So a change between the try and the wait is never missed, a try that fails for a reason the
-// counts do not show (a message behind another handle's open loan, room behind a pinned view)
-// waits for the next change instead of spinning, a message is taken only by the non-waiting
-// call, and nothing suspends between that call and the return: cancelling a waiting call
-// (job.cancel(), the getAsync timeout) cancels only the wait and never loses, duplicates or
+// (msg_try_take, msg_try_put, a batch with timeout 0) and, while that finds nothing (or no room),
+// suspends in the generated `msgReadyAsync` with the state read before the try: a UniFFI future
+// that completes when the state moved on (a message committed or returned to the queue, room
+// returned, a task done) or the queue closed or the timeout ended, and never takes or puts
+// anything itself. So a change between the try and the wait is never missed, a try that fails for
+// a reason the counts do not show (a message behind another handle's open loan, room behind a
+// pinned view) waits for the next change instead of spinning, a message is taken only by the
+// non-waiting call, and nothing suspends between that call and the return: cancelling a waiting
+// call (job.cancel(), the getAsync timeout) cancels only the wait and never loses, duplicates or
 // half-puts a message. A coroutine cancelled before its next try takes nothing.
 //
 // No thread per waiter: every wait of the process is served by the native watcher threads (one
@@ -127,19 +127,10 @@ internal class Waits(private val q: SageQueue, private val line: Int, private va
     fun state(): Long = MessagePath.lineState(MessagePath.id(MessagePath.thread(), q), line)
 
     /** Wait until the line moved on from `seen` (or the queue closed); false when the
-     * deadline passed first. With a [slice] (seconds), true also when the slice ended first
-     * (the caller tries again: for what the line's state does not show, Acks.kt). */
-    suspend fun ready(seen: Long, slice: Double = FOREVER): Boolean {
+     * deadline passed first. */
+    suspend fun ready(seen: Long): Boolean {
         val left = if (deadline == AsyncWait.NEVER) FOREVER else (deadline - System.nanoTime()) / 1e9
         if (deadline != AsyncWait.NEVER && left <= 0) return false
-        if (slice >= 0 && (left < 0 || slice < left)) {
-            waitFor(seen, slice)
-            return true
-        }
-        return waitFor(seen, left)
-    }
-
-    private suspend fun waitFor(seen: Long, left: Double): Boolean {
         val id = MessagePath.id(MessagePath.thread(), q).toULong()
         val caller = currentCoroutineContext()
         // The wait runs as a child job that CloseWatch cancels if the handle object is closed

@@ -18,6 +18,7 @@ import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withContext
 import kotlinx.coroutines.withTimeoutOrNull
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.Timeout
@@ -250,22 +251,30 @@ class AcksTest {
             val item = waiting.await()
             assertEquals("later", String(item.value))
             assertEquals(1, item.deliveries)
-            // A nack by another handle (no message put) wakes it too.
+            // A nack by another handle in another thread (no message put) wakes it as a put
+            // does: well before the wait's 30 s.
             SageQueue.open(name).use { other ->
                 val again = async(Dispatchers.Default) { other.getAckedAsync(30.0) }
                 delay(100)
+                assertTrue(again.isActive, "the acked get did not wait")
                 t0 = System.nanoTime()
-                q.nack(item.receipt)
+                withContext(Dispatchers.IO) { q.nack(item.receipt) }
                 val second = again.await()
-                assertTrue(secondsSince(t0) < 2.0, "woken after ${secondsSince(t0)} s")
+                assertTrue(secondsSince(t0) < 5.0, "woken after ${secondsSince(t0)} s")
+                assertEquals("later", String(second.value))
                 assertEquals(2, second.deliveries)
                 other.ack(second.receipt)
             }
-            // So does a visibility timeout.
+            // So does a visibility timeout while it waits: the held message is delivered again
+            // to the waiting get.
             q.setAckPolicy(visibilityTimeout = 0.2)
             q.put("timed".toByteArray())
             val first = q.getAckedAsync(0.0)
-            val third = q.getAckedAsync(10.0)
+            t0 = System.nanoTime()
+            val third = q.getAckedAsync(30.0)
+            val took = secondsSince(t0)
+            assertTrue(took >= 0.1 && took < 5.0, "delivered again after $took s")
+            assertEquals("timed", String(third.value))
             assertEquals(2, third.deliveries)
             q.ack(third.receipt)
             assertFailsWith<QueueException.StaleReceipt> { q.ack(first.receipt) }
