@@ -88,6 +88,15 @@ def test_stat_prints_every_statistic(make_queue, qname):
     assert stats["attached"] == "1" and stats["name"] == qname
     assert q.qsize() == 1  # looking did not change anything
     assert os.path.exists(q.path)
+    # Acknowledged gets: held, returned and delivered-again messages.
+    q.put_many([3, 4])
+    _, held = q.get_acked()
+    _, returned = q.get_acked()
+    q.nack(returned)
+    stats = dict(line.split(None, 1) for line in cli("stat", qname).stdout.splitlines())
+    assert (stats["unacked"], stats["redeliverable"], stats["redelivered"]) == ("1", "1", "0")
+    assert stats["dead_lettered"] == "0" and stats["ack_dropped"] == "0"
+    q.ack(held)
 
 
 def test_stat_of_a_missing_queue_fails(qname):
