@@ -503,7 +503,12 @@ impl SageQueue {
                     self.take_acked(ring, cache, max_items, max_bytes, out, receipts, &mut lens)?;
                 Ok((n > 0).then_some(()))
             },
-            |ring| ring.head_ready(),
+            // With every lease held, a message in the ring cannot be taken: wait for an ack
+            // (which wakes this line) instead of spinning on it.
+            |ring| {
+                ring.hdr.leases.ready.load(SeqCst) > 0
+                    || (ring.head_ready() && lease::counts(ring.leases).0 < layout::LEASES as u32)
+            },
         )?;
         if batch {
             for l in &lens {

@@ -176,6 +176,16 @@ fn batches_take_one_lease_each() {
         held.push(m);
     }
     assert_eq!(held.len(), 64);
+    // Waiting for a free lease sleeps (an ack wakes it) rather than spinning on the ring.
+    let cpu = || {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+        u.ru_utime.tv_sec as f64 + u.ru_utime.tv_usec as f64 / 1e6
+    };
+    let before = cpu();
+    assert!(matches!(q.get_acked(0.3), Err(QueueError::Empty)));
+    assert!(cpu() - before < 0.15, "spun while waiting for a lease");
     assert!(q.get(0.0).is_ok());
     for m in held {
         q.ack(m.receipt).unwrap();
