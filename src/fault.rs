@@ -75,6 +75,41 @@ mod imp {
 #[cfg(feature = "fault-injection")]
 pub use imp::{hook, stop_at};
 
-#[cfg(not(feature = "fault-injection"))]
+#[cfg(not(any(feature = "fault-injection", loom)))]
 #[inline(always)]
 pub fn hook(_step: Step) {}
+
+/// In the loom model (src/loom_tests.rs) a thread can die at a step, as a process killed
+/// there: `die_at(Some(step))` makes its hook at that step unwind with `Died`, which the model
+/// catches at the top of the thread (and then marks the thread's slot dead).
+#[cfg(all(loom, not(feature = "fault-injection")))]
+mod model {
+    use super::Step;
+    use std::cell::Cell;
+
+    /// The unwinding payload of a thread that died at a step.
+    pub struct Died;
+
+    loom::thread_local! {
+        static DIE_AT: Cell<Option<Step>> = Cell::new(None);
+    }
+
+    /// Die (unwind with `Died`) at `step` in this thread; None: never.
+    pub fn die_at(step: Option<Step>) {
+        DIE_AT.with(|d| d.set(step));
+    }
+
+    /// Unwind with `Died` (without the panic hook's message).
+    pub fn die() -> ! {
+        std::panic::resume_unwind(Box::new(Died))
+    }
+
+    pub fn hook(step: Step) {
+        if DIE_AT.with(|d| d.get()) == Some(step) {
+            die();
+        }
+    }
+}
+
+#[cfg(all(loom, not(feature = "fault-injection")))]
+pub use model::{die, die_at, hook, Died};

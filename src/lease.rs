@@ -26,10 +26,12 @@
 //! intact): the record becomes CONSUMED and the lease MOVING; any other TAKING lease took
 //! nothing and becomes FREE. HELD: its record becomes CONSUMED if it is not yet, and the lease
 //! MOVING. MOVING: taken over. A HELD lease past its deadline becomes MOVING too (with gen + 1:
-//! its holder's receipt is refused). MOVING leases are then put back by `queue.rs`, outside
-//! the lock (dead-lettering opens another queue).
+//! its holder's receipt is refused). A lease's position is read only once its owner is known
+//! dead, and the ring's dead-reader recovery leaves a record that a dead holder's lease holds
+//! to this one (the consumer may die between the two: src/loom_tests.rs). MOVING leases are
+//! then put back by `queue.rs`, outside the lock (dead-lettering opens another queue).
 
-use std::sync::atomic::Ordering::*;
+use crate::layout::sync::Ordering::*;
 
 use crate::error::{QueueError, Result};
 use crate::layout::{Lease, LeaseLine, LEASES, NONE};
@@ -298,7 +300,7 @@ pub fn drop_moving(ring: &Ring, i: usize, dead_lettered: bool) {
 /// The MOVING leases this handle holds (left by recovery, or by a nack that failed midway).
 pub fn moving_mine(ring: &Ring) -> Vec<usize> {
     let mine = me(ring);
-    (0..LEASES)
+    (0..ring.leases.len())
         .filter(|&i| {
             let w = ring.leases[i].state.load(Acquire);
             kind(w) == MOVING && owner(w) == mine
@@ -337,7 +339,6 @@ pub fn recover(ring: &Ring) -> bool {
         if k == FREE || k == READY {
             continue;
         }
-        let (pos, len) = (l.pos.load(Acquire), l.len.load(Acquire));
         if alive(ring, owner(w)) {
             let d = l.deadline.load(Relaxed);
             if k == HELD && d != 0 && d < *now.get_or_insert_with(wait::monotonic_ns) {
@@ -354,6 +355,9 @@ pub fn recover(ring: &Ring) -> bool {
             }
             continue;
         }
+        // Only now that the owner is known dead: read earlier, these could be older than its
+        // last steps (a TAKING lease's position still NONE when it had taken its record).
+        let (pos, len) = (l.pos.load(Acquire), l.len.load(Acquire));
         let to = match k {
             TAKING => {
                 if pos != NONE && ring.taken_by_dead(pos, len) {
@@ -380,6 +384,16 @@ pub fn recover(ring: &Ring) -> bool {
         changed |= l.state.compare_exchange(w, to, AcqRel, Relaxed).is_ok();
     }
     changed
+}
+
+/// Under the release lock: whether a TAKING or HELD lease whose owner is dead holds the
+/// record at `pos` (that owner took it: `recover` resolves it, the record is not lost).
+pub fn held_by_dead(ring: &Ring, pos: u64) -> bool {
+    ring.leases.iter().any(|l| {
+        let w = l.state.load(Acquire);
+        // The position after the owner is known dead, as in `recover`.
+        matches!(kind(w), TAKING | HELD) && !alive(ring, owner(w)) && l.pos.load(Acquire) == pos
+    })
 }
 
 /// The leases' statistics: (held unacknowledged, READY to be delivered again).

@@ -29,7 +29,6 @@ mod bound;
 mod error;
 mod fault;
 mod layout;
-#[cfg(not(loom))]
 mod lease;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -16,7 +16,8 @@
 //! - a record at `head` still EMPTY/WRITING whose range no live producer intent covers belongs
 //!   to a dead producer: it becomes DEAD and is skipped;
 //! - a COMMITTED record below `head` at `released` that no live read intent covers was taken by
-//!   a dead consumer: it becomes CONSUMED (counted as lost);
+//!   a dead consumer: it becomes CONSUMED (counted as lost), unless that consumer's lease holds
+//!   it (lease.rs: lease recovery takes it);
 //! - a release lock held by a dead owner is taken over and its zeroing redone.
 
 #[cfg(not(loom))]
@@ -25,6 +26,8 @@ use std::fs::File;
 #[cfg(not(loom))]
 use crate::attach;
 use crate::error::{QueueError, Result};
+#[cfg(loom)]
+use crate::layout::sync::AtomicU32;
 use crate::layout::sync::{fence, AtomicU64, Ordering::*};
 use crate::layout::*;
 #[cfg(not(loom))]
@@ -79,7 +82,6 @@ pub struct Ring<'a> {
     #[cfg(not(loom))]
     file: &'a File,
     /// The lease table (lease.rs); its recovery runs with the ring's.
-    #[cfg(not(loom))]
     pub(crate) leases: &'a [crate::layout::Lease],
     #[cfg(not(loom))]
     data: *mut u8,
@@ -90,6 +92,10 @@ pub struct Ring<'a> {
     /// that window (its bounded search did not reach it otherwise).
     #[cfg(loom)]
     yield_at_taken: bool,
+    /// In the loom model: per slot, whether its handle is alive (0: it died); empty when
+    /// every slot is (see `held_by_other`).
+    #[cfg(loom)]
+    alive: &'a [AtomicU32],
     cap: u64,
     mask: u64,
     me: Me,
@@ -135,12 +141,15 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// A ring over `data` (`8 * data.len()` bytes, a power of two) for the loom model.
+    /// A ring over `data` (`8 * data.len()` bytes, a power of two) with the lease table
+    /// `leases` for the loom model; `alive` says which slots' handles are alive (empty: all).
     #[cfg(loom)]
     pub fn for_model(
         hdr: &'a Header,
         slots: &'a [Slot],
         data: &'a [AtomicU64],
+        leases: &'a [crate::layout::Lease],
+        alive: &'a [AtomicU32],
         me: Me,
         yield_at_taken: bool,
     ) -> Ring<'a> {
@@ -150,7 +159,9 @@ impl<'a> Ring<'a> {
             hdr,
             slots,
             data,
+            leases,
             yield_at_taken,
+            alive,
             cap,
             mask: cap - 1,
             me,
@@ -885,16 +896,19 @@ impl<'a> Ring<'a> {
         attach::held_by_other(self.file, i)
     }
 
-    /// The loom model checks the protocol without crashes (tests/faults.rs covers those):
-    /// every slot is alive.
+    /// In the loom model a slot is alive until the model marks it dead (a thread that stopped
+    /// mid-step, as a killed process does); without `alive` every slot is. SeqCst, as the
+    /// kernel's lock release and probe: a handle that sees the slot dead sees everything its
+    /// owner did before it died.
     #[cfg(loom)]
-    fn held_by_other(&self, _i: u32) -> bool {
-        true
+    fn held_by_other(&self, i: u32) -> bool {
+        self.alive
+            .get(i as usize)
+            .is_none_or(|a| a.load(SeqCst) != 0)
     }
 
     /// Whether the owner of a lease (slot + 1 and the low 18 bits of the slot's generation,
     /// lease.rs) is alive.
-    #[cfg(not(loom))]
     pub(crate) fn lease_owner_alive(&self, slot1: u32, gen18: u32) -> bool {
         let slot = slot1.wrapping_sub(1);
         if slot as usize >= self.slots.len() {
@@ -914,7 +928,6 @@ impl<'a> Ring<'a> {
     /// Under the release lock: whether the COMMITTED record of `len` bytes at `pos` was taken
     /// (below the head, not yet consumed or freed) by a consumer that is dead (no live read
     /// or pin intent covers it).
-    #[cfg(not(loom))]
     pub(crate) fn taken_by_dead(&self, pos: u64, len: u64) -> bool {
         let r = self.hdr.rel.released.load(Acquire);
         let h = self.hdr.cons.head.load(Acquire);
@@ -925,13 +938,11 @@ impl<'a> Ring<'a> {
     }
 
     /// Whether a live read or pin intent covers the record at `pos`.
-    #[cfg(not(loom))]
     pub(crate) fn live_reader_at(&self, pos: u64) -> bool {
         self.live_intent(pos, pos + 8, true)
     }
 
     /// Under the release lock: mark the record at `pos` (see `taken_by_dead`) CONSUMED.
-    #[cfg(not(loom))]
     pub(crate) fn consume_dead(&self, pos: u64, len: u64) -> bool {
         self.hword(pos)
             .compare_exchange(word(len, COMMITTED), word(len, CONSUMED), SeqCst, Relaxed)
@@ -1002,10 +1013,7 @@ impl<'a> Ring<'a> {
         }
         for _ in 0..1024 {
             // Leases first: a dead consumer's record that a lease holds is not lost.
-            #[cfg(not(loom))]
             let leased = crate::lease::recover(self);
-            #[cfg(loom)]
-            let leased = false;
             if !(leased | self.recover_dead_reader() | self.recover_dead_writer()) {
                 break;
             }
@@ -1034,6 +1042,11 @@ impl<'a> Ring<'a> {
         }
         if self.live_intent(r, r + 8, true) {
             return false;
+        }
+        if crate::lease::held_by_dead(self, r) {
+            // Its consumer died after the lease recovery of this round saw it alive: the lease
+            // holds the message, and the next round's lease recovery takes the record.
+            return true;
         }
         if self
             .hword(r)

@@ -286,6 +286,7 @@ mod tests {
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the machine (lease
 /// deadlines are compared across processes).
+#[cfg(not(loom))]
 pub fn monotonic_ns() -> u64 {
     let mut now: libc::timespec = libc::timespec {
         tv_sec: 0,
@@ -294,4 +295,19 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: CLOCK_MONOTONIC is a valid clock and `now` a writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The loom model's clock (src/loom_tests.rs): a counter that moves 1 ms at every reading, so
+/// a model's executions differ only in their schedules, and a visibility timeout shorter than
+/// 1 ms has passed at any later reading. One per model: loom runs a model's threads on the
+/// test's own thread.
+#[cfg(loom)]
+pub fn monotonic_ns() -> u64 {
+    std::thread_local! {
+        static NOW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    NOW.with(|now| {
+        now.set(now.get() + 1_000_000);
+        now.get()
+    })
 }
