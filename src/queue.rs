@@ -896,7 +896,7 @@ impl SageQueue {
                     r.set_pins(pin_range(&pins));
                 })
             },
-            |ring| ring.head_ready(),
+            |ring| ring.ring_head_ready(),
         )?;
         Ok((self.ring().payload_address(pos), len))
     }

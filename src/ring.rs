@@ -777,11 +777,15 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Whether the record at the head is ready to take or skip (used while waiting).
+    /// Whether a get may find something now (used while waiting): a message returned to
+    /// the queue (lease.rs), or a record at the head ready to take or skip.
     pub fn head_ready(&self) -> bool {
-        if self.hdr.leases.ready.load(SeqCst) > 0 {
-            return true;
-        }
+        self.hdr.leases.ready.load(SeqCst) > 0 || self.ring_head_ready()
+    }
+
+    /// Whether the record at the head is ready to take or skip (a view waits for this only:
+    /// views do not take returned messages).
+    pub fn ring_head_ready(&self) -> bool {
         let h = self.hdr.cons.head.load(SeqCst);
         let t = self.hdr.prod.tail.load(SeqCst);
         h < t

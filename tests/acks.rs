@@ -75,6 +75,29 @@ fn a_plain_get_takes_a_returned_message() {
 }
 
 #[test]
+fn a_view_waits_for_the_ring_not_for_returned_messages() {
+    // Views do not take returned messages; waiting for one sleeps instead of spinning on them.
+    let q = create(4096);
+    q.put(b"r", 0.0).unwrap();
+    let m = q.get_acked(0.0).unwrap();
+    q.nack(m.receipt).unwrap();
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let cpu = || unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut u);
+        u.ru_utime.tv_sec as f64 + u.ru_utime.tv_usec as f64 / 1e6
+    };
+    let before = cpu();
+    assert!(matches!(q.pin(0.3), Err(QueueError::Empty)));
+    assert!(cpu() - before < 0.15, "spun while waiting for a view");
+    q.put(b"v", 0.0).unwrap();
+    let (at, len) = q.pin(0.0).unwrap();
+    assert_eq!(len, 1);
+    q.unpin(at).unwrap();
+    assert_eq!(q.get(0.0).unwrap(), b"r");
+}
+
+#[test]
 fn the_ring_flows_past_an_unacknowledged_message() {
     let q = create(4096);
     q.put(b"held", 0.0).unwrap();
