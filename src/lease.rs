@@ -16,9 +16,9 @@
 //!   HELD -> FREE with gen + 1, `nack` HELD -> MOVING with gen + 1; a stale receipt (its gen is
 //!   past: the lease timed out and went to someone else) matches nothing and is refused.
 //! - MOVING: its holder is putting it back (READY), dead-lettering or dropping it.
-//! - READY: waiting to be delivered again (owner 0). A get CASes READY -> HELD (acked: same
-//!   gen, so the previous receipt, whose gen is one lower, stays refused) or READY -> MOVING
-//!   (a plain get, which copies it out and frees it).
+//! - READY: waiting to be delivered again (owner 0). A get CASes READY -> MOVING (owned by
+//!   it); an acked get then counts the delivery and stores HELD (same gen, so the previous
+//!   receipt, whose gen is one lower, stays refused), a plain get copies it out and frees it.
 //!
 //! Recovery (under the ring's release lock, `recover`) for a lease whose owner is dead:
 //! TAKING whose record is still COMMITTED below the head, unfinished and covered by no live
