@@ -9,22 +9,19 @@ import pickle
 import queue
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
+import sq_helpers as h
 from sage_queue import BatchReceipt, Receipt, SageQueue, StaleReceipt
-
-PY = sys.executable
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def child(code: str, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    """A `python -c` child importing the same sage_queue (the wheel, or the source tree)."""
     return subprocess.Popen(
-        [PY, "-c", textwrap.dedent(code), *args],
-        env=env,
+        [h.python(), "-c", textwrap.dedent(code), *args],
+        env=h.child_env(),
         stdout=subprocess.PIPE,
         text=True,
     )
