@@ -240,9 +240,12 @@ impl Segment {
         }
         // Each lease's generation starts at a random value, so a receipt of another queue
         // (or of an earlier queue of the same name) matches none of this queue's leases.
-        let seed = nonce() ^ (std::process::id() as u64).rotate_left(17);
+        static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = nonce()
+            ^ (std::process::id() as u64).rotate_left(40)
+            ^ mix(CREATED.fetch_add(1, Ordering::Relaxed));
         for (i, lease) in self.leases().iter().enumerate() {
-            let gen = (seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(29);
+            let gen = mix(seed.wrapping_add(i as u64)) >> 32;
             lease.state.store(gen << 32, Ordering::Relaxed); // FREE, no owner
             lease.pos.store(layout::NONE, Ordering::Relaxed);
         }
@@ -497,6 +500,14 @@ pub fn in_file(path: &Path, err: QueueError) -> QueueError {
         },
         e => e,
     }
+}
+
+/// splitmix64's finalizer: every input bit changes about half of the output bits.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn nonce() -> u64 {

@@ -64,6 +64,28 @@ fn nack_delivers_again_and_fences_the_old_receipt() {
 }
 
 #[test]
+fn receipts_of_another_queue_are_refused() {
+    // Lease generations start at a random value per queue.
+    let queues: Vec<SageQueue> = (0..8).map(|_| create(4096)).collect();
+    let mut receipts = Vec::new();
+    for q in &queues {
+        q.put(b"m", 0.0).unwrap();
+        receipts.push(q.get_acked(0.0).unwrap().receipt);
+    }
+    for (i, q) in queues.iter().enumerate() {
+        for (j, r) in receipts.iter().enumerate() {
+            if i != j {
+                assert!(
+                    matches!(q.ack(*r), Err(QueueError::StaleReceipt { .. })),
+                    "queue {i} took queue {j}'s receipt"
+                );
+            }
+        }
+        q.ack(receipts[i]).unwrap();
+    }
+}
+
+#[test]
 fn a_plain_get_takes_a_returned_message() {
     let q = create(4096);
     q.put(b"m", 0.0).unwrap();
