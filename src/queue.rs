@@ -634,11 +634,16 @@ impl SageQueue {
         receipts: &mut Vec<u64>,
         lens: &mut Vec<u32>,
     ) {
-        let mark = out.len();
+        // Copied aside first when `out` has no room: a copy that is then dropped must not
+        // move `out` (see Ring::take).
         let before = lease::receipt_if_held(ring, i);
-        self.copy_lease(i, len, out);
+        let mut aside = Vec::new();
+        let room = out.capacity() - out.len() >= len as usize;
+        let mark = out.len();
+        self.copy_lease(i, len, if room { &mut *out } else { &mut aside });
         match (before, lease::receipt_if_held(ring, i)) {
             (Some(a), Some(b)) if a == b => {
+                out.extend_from_slice(&aside);
                 receipts.push(a.pack());
                 lens.push(len as u32);
             }

@@ -66,6 +66,8 @@ pub struct Cache {
     pub tail: u64,
     pub released: u64,
     taking: Vec<(u64, u64)>,
+    /// Where a take copies first when its output buffer has no room (see `take`).
+    spill: Vec<u8>,
 }
 
 impl Cache {
@@ -663,15 +665,28 @@ impl<'a> Ring<'a> {
             // nothing: only the few stores between the CAS and CONSUMED are a window.
             let copied_from = match &mut finish {
                 Finish::Copy(out) => {
+                    // A copy that may be dropped must never move `out`: a binding caches
+                    // where the calling thread's view buffer is and asks again only when a
+                    // result is longer than the buffer was. So a copy that does not fit goes
+                    // to the spill buffer, appended to `out` only after the head CAS (when
+                    // `out` grows for a result longer than it was).
                     let mark = out.len();
+                    let need: u64 = cache.taking.iter().map(|&(_, len)| len).sum();
+                    let spilled = ((out.capacity() - out.len()) as u64) < need;
+                    let dst: &mut Vec<u8> = if spilled {
+                        cache.spill.clear();
+                        &mut cache.spill
+                    } else {
+                        out
+                    };
                     for &(q, len) in &cache.taking {
-                        self.read_payload(q, len, out);
+                        self.read_payload(q, len, dst);
                     }
                     #[cfg(loom)]
                     if self.yield_at_taken {
                         loom::thread::yield_now();
                     }
-                    Some(mark)
+                    Some((mark, spilled))
                 }
                 Finish::Lease { copy, .. } => {
                     // Nothing announced yet: an error leaves no trace.
@@ -710,7 +725,7 @@ impl<'a> Ring<'a> {
                     g.clear_journal();
                 }
                 // The copy may be torn (others took, released and rewrote the records).
-                if let (Finish::Copy(out), Some(mark)) = (&mut finish, copied_from) {
+                if let (Finish::Copy(out), Some((mark, false))) = (&mut finish, copied_from) {
                     out.truncate(mark);
                 }
                 continue;
@@ -739,7 +754,10 @@ impl<'a> Ring<'a> {
             // records between them are free once the head is past them: a releaser may zero
             // them and a producer reuse their place, so their headers are never read again.
             match &mut finish {
-                Finish::Copy(_) => {
+                Finish::Copy(out) => {
+                    if let Some((_, true)) = copied_from {
+                        out.extend_from_slice(&cache.spill);
+                    }
                     for &(q, len) in &cache.taking {
                         self.hword(q).store(word(len, CONSUMED), SeqCst);
                     }
