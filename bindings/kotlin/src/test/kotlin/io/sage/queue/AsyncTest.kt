@@ -280,11 +280,15 @@ class AsyncTest {
             val full = SageQueue.create(qname("aio-close-full"), capacity = 4096)
             full.put(bytes(3000))
             try {
+                // A task taken and not done, for joinAsync to wait on (before the getters
+                // start, so that none of them takes this message instead).
+                q.put(bytes(10))
+                q.take()
                 runBlocking(Dispatchers.Default) {
                     val getters = (0 until 20).map { async { runCatching { q.getAsync() } } }
                     val batches = (0 until 5).map { async { runCatching { q.getManyAsync(10) } } }
                     val flow = async { runCatching { q.messages().toList() } }
-                    val joiner = async { q.put(bytes(10)); q.take(); runCatching { q.joinAsync() } }
+                    val joiner = async { runCatching { q.joinAsync() } }
                     delay(200)
                     val t0 = System.nanoTime()
                     when (how) {
