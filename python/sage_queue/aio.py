@@ -21,7 +21,7 @@ the queue is closed or removed while waiting.
 import math
 import queue
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, List, Optional
 
 from . import _fastpath as _fast
 from . import _native
@@ -87,30 +87,28 @@ async def _ready(q: Any, line: int, seen: int, deadline: Optional[float]) -> boo
         q._check(force=True)  # the handle's health (raises if it cannot go on)
 
 
-async def get_async(q: Any, timeout: Optional[float] = None) -> Any:
+async def _taken(q: Any, attempt: Callable[[], Any], timeout: Optional[float]) -> Any:
+    """``attempt()`` (a non-waiting take that raises queue.Empty) until it returns, awaiting
+    the data line between tries; queue.Empty when the timeout ends first."""
     deadline = _deadline(timeout)
     while True:
         seen = _state(q, DATA)
         try:
-            return q.get(block=False)
+            return attempt()
         except queue.Empty:
             pass
         if not await _ready(q, DATA, seen, deadline):
             raise queue.Empty
+
+
+async def get_async(q: Any, timeout: Optional[float] = None) -> Any:
+    return await _taken(q, lambda: q.get(block=False), timeout)
 
 
 async def get_acked_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
     """get_acked() for coroutines: ``(item, receipt)``. Returned messages (a nack, a
     timed-out or dead holder) wake it as a put does."""
-    deadline = _deadline(timeout)
-    while True:
-        seen = _state(q, DATA)
-        try:
-            return q.get_acked(block=False)
-        except queue.Empty:
-            pass
-        if not await _ready(q, DATA, seen, deadline):
-            raise queue.Empty
+    return await _taken(q, lambda: q.get_acked(block=False), timeout)
 
 
 async def put_async(q: Any, item: Any, timeout: Optional[float] = None) -> None:
@@ -134,18 +132,14 @@ async def get_many_async(
     max_items: Optional[int] = None,
     max_bytes: Optional[int] = None,
 ) -> List[Any]:
-    deadline = _deadline(timeout)
-    while True:
-        seen = _state(q, DATA)
-        try:
-            items: List[Any] = q.get_many(
-                False, None, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
-            )
-            return items
-        except queue.Empty:
-            pass
-        if not await _ready(q, DATA, seen, deadline):
-            raise queue.Empty
+    items: List[Any] = await _taken(
+        q,
+        lambda: q.get_many(
+            False, None, max_messages_to_get, max_items=max_items, max_bytes=max_bytes
+        ),
+        timeout,
+    )
+    return items
 
 
 async def put_many_async(
