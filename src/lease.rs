@@ -343,15 +343,7 @@ pub fn recover(ring: &Ring) -> bool {
             let d = l.deadline.load(Relaxed);
             if k == HELD && d != 0 && d < *now.get_or_insert_with(wait::monotonic_ns) {
                 // Timed out: its holder's receipt is refused from now on.
-                changed |= l
-                    .state
-                    .compare_exchange(
-                        w,
-                        pack(gen(w).wrapping_add(1), mine, MOVING),
-                        AcqRel,
-                        Relaxed,
-                    )
-                    .is_ok();
+                changed |= take_back(l, w, mine);
             }
             continue;
         }
@@ -396,6 +388,19 @@ pub fn held_by_dead(ring: &Ring, pos: u64) -> bool {
     })
 }
 
+/// Take a HELD lease (state word `w`) back to be put back by `mine` (HELD -> MOVING, gen + 1:
+/// its receipt is refused from now on). False if its state moved on meanwhile.
+fn take_back(l: &Lease, w: u64, mine: u32) -> bool {
+    l.state
+        .compare_exchange(
+            w,
+            pack(gen(w).wrapping_add(1), mine, MOVING),
+            AcqRel,
+            Relaxed,
+        )
+        .is_ok()
+}
+
 /// The leases' statistics: (held unacknowledged, READY to be delivered again).
 pub fn counts(leases: &[Lease]) -> (u32, u32) {
     let (mut held, mut ready) = (0, 0);
@@ -421,17 +426,7 @@ pub fn release_all(ring: &Ring) -> bool {
             continue;
         }
         match kind(w) {
-            HELD => {
-                moving |= l
-                    .state
-                    .compare_exchange(
-                        w,
-                        pack(gen(w).wrapping_add(1), mine, MOVING),
-                        AcqRel,
-                        Relaxed,
-                    )
-                    .is_ok();
-            }
+            HELD => moving |= take_back(l, w, mine),
             TAKING => l.state.store(pack(gen(w), 0, FREE), Release),
             MOVING => moving = true,
             _ => {}
