@@ -11,7 +11,8 @@
 //! bound (the optional limit on the number of messages),
 //! wait (spin and futex), queue (the handle the UDL exposes), admin (statistics, listing,
 //! removal, gc), batch (the one batch format), registry (handles by id), message (the
-//! id-addressed message path every language takes), fault
+//! id-addressed message path every language takes), watch (async waits without a thread per
+//! waiter), ready_fd (those waits driven by an event loop's eventfd: Python), fault
 //! (test-only hooks).
 //!
 //! Built with `--cfg loom` (tests only), the crate is the protocol core checked by loom
@@ -37,6 +38,8 @@ mod message;
 mod name;
 #[cfg(not(loom))]
 mod queue;
+#[cfg(not(loom))]
+mod ready_fd;
 #[cfg(not(loom))]
 mod registry;
 mod ring;
@@ -64,6 +67,8 @@ pub use message::{
 };
 #[cfg(not(loom))]
 pub use queue::{AckPolicy, AckedMessage, SageQueue};
+#[cfg(not(loom))]
+pub use ready_fd::ReadyFd;
 
 #[cfg(not(loom))]
 uniffi::include_scaffolding!("sage_queue");

@@ -97,6 +97,10 @@ _SIGNATURES = {
         (_u64, _u64, _STATUS_PTR), ctypes.c_int8,
         (_u64, _u64, ctypes.c_void_p), ctypes.c_int8,
     ),
+    "uniffi_sage_queue_fn_func_msg_line_state": (
+        (_u64, ctypes.c_uint8, _STATUS_PTR), _u64,
+        (_u64, ctypes.c_uint8, ctypes.c_void_p), _u64,
+    ),
     "uniffi_sage_queue_fn_func_msg_nack": (
         (_u64, _u64, _STATUS_PTR), ctypes.c_int8,
         (_u64, _u64, ctypes.c_void_p), ctypes.c_int8,
@@ -270,3 +274,8 @@ take_acked_batch: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_take
 receipt: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_receipt", holding_gil=True)
 ack: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_ack", holding_gil=True)
 nack: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_nack", holding_gil=True)
+# Async waits (aio.py), called with STATUS last:
+# line_state(id, line) -> u64: the line's state to read before a try, or FAILED.
+line_state: Callable[..., int] = _bind(
+    "uniffi_sage_queue_fn_func_msg_line_state", holding_gil=True
+)

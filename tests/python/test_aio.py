@@ -327,3 +327,49 @@ def test_a_wait_that_the_counts_allow_but_the_try_cannot_use_does_not_spin(make_
         return used
 
     assert run(behind_a_view()) < 0.1
+
+
+def _open_fds():
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+def test_each_loop_has_one_eventfd_and_cancelled_waits_leave_nothing(make_queue):
+    """Waits are driven through one native ReadyFd per event loop (an eventfd the loop
+    reads): 500 waits that are cancelled, or that time out, leave no native wait behind, and
+    loops that come and go leave no descriptor behind."""
+    from sage_queue import aio
+
+    q = make_queue(maxsize=1 << 16)
+
+    async def main():
+        waiters = [asyncio.ensure_future(q.get_async()) for _ in range(500)]
+        timing_out = [asyncio.ensure_future(q.get_async(timeout=0.2)) for _ in range(50)]
+        await asyncio.sleep(0.1)
+        waits = aio._loop_waits()
+        assert waits.native.pending() == 550
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        results = await asyncio.gather(*timing_out, return_exceptions=True)
+        assert all(isinstance(r, queue.Empty) for r in results)
+        # One more, served by a put: the loop's fd still wakes it.
+        asyncio.get_running_loop().call_later(0.05, q.put, "after")
+        got = await q.get_async(timeout=5)
+        return got, waits.native.pending(), waits.futures, waits.native.fd()
+
+    got, pending, futures, fd = run(main())
+    assert (got, pending, futures) == ("after", 0, {})
+    assert q.qsize() == 0  # the cancelled waits took nothing
+
+    import gc
+
+    gc.collect()
+    before = _open_fds()
+    for i in range(30):
+        loop = asyncio.new_event_loop()
+        loop.call_later(0.01, q.put, i)
+        assert loop.run_until_complete(q.get_async(timeout=5)) == i
+        loop.close()
+        del loop
+        gc.collect()
+    assert _open_fds() <= before + 1, "event loops that are gone left descriptors open"
