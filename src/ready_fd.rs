@@ -10,9 +10,10 @@
 //! part of a wake is one write(2), and no Python runs outside the loop.
 //!
 //! One ReadyFd per event loop (it is not meant to be shared between loops): `start` begins a
-//! wait and polls it once, the loop calls `finished` when the fd is readable (which polls the
-//! woken waits and returns those that ended), `cancel` drops a wait that is no longer wanted
-//! (a cancelled coroutine: the wait takes and puts nothing, so nothing is lost). The eventfd
+//! wait and polls it once; the loop calls `woken` when the fd is readable and resumes the
+//! callers it names; each caller polls its own wait (`poll`) right before it tries again, as
+//! the UniFFI future would be polled in its task; `cancel` drops a wait that is over or no
+//! longer wanted (a cancelled coroutine: the wait takes and puts nothing). The eventfd
 //! is closed when the ReadyFd and every waker that could still write to it are gone, so a
 //! late wake never writes to a reused descriptor.
 
@@ -28,8 +29,10 @@ use crate::error::{QueueError, Result};
 
 type Wait = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
 
-/// `finished`'s code for a wait that ended with an error (`error(token)` raises it).
+/// `poll`'s code for a wait that ended with an error (`error(token)` raises it).
 pub const READY_FAILED: u64 = 2;
+/// `poll`'s code for a wait that goes on.
+pub const READY_PENDING: u64 = 3;
 /// Tokens start here: `start` returns 0 (false) or 1 (true) for a wait that ended at once.
 const FIRST_TOKEN: u64 = 16;
 
@@ -108,7 +111,7 @@ impl ReadyFd {
         })
     }
 
-    /// The eventfd to watch for reading; readable when `finished` may have something.
+    /// The eventfd to watch for reading; readable when `woken` has something.
     pub fn fd(&self) -> i32 {
         self.shared.fd.as_raw_fd()
     }
@@ -118,7 +121,7 @@ impl ReadyFd {
     pub fn start(&self, id: u64, line: u8, seen: u64, timeout: f64) -> Result<u64> {
         let token = self.next.fetch_add(1, Relaxed);
         let mut wait: Wait = Box::pin(crate::message::msg_ready_async(id, line, seen, timeout));
-        match self.poll(token, &mut wait) {
+        match self.poll_wait(token, &mut wait) {
             Poll::Ready(result) => result.map(u64::from),
             Poll::Pending => {
                 lock(&self.waits).insert(token, wait);
@@ -127,7 +130,7 @@ impl ReadyFd {
         }
     }
 
-    fn poll(&self, token: u64, wait: &mut Wait) -> Poll<Result<bool>> {
+    fn poll_wait(&self, token: u64, wait: &mut Wait) -> Poll<Result<bool>> {
         let waker = Waker::from(Arc::new(TokenWaker {
             shared: self.shared.clone(),
             token,
@@ -135,35 +138,39 @@ impl ReadyFd {
         wait.as_mut().poll(&mut Context::from_waker(&waker))
     }
 
-    /// The waits that ended since the last call, as (token, code) pairs of little-endian u64:
-    /// code 0 (timed out), 1 (the line moved on, or the queue closed) or 2 (failed: `error`).
-    /// Polls the woken waits on the calling thread (the loop's).
-    pub fn finished(&self) -> Vec<u8> {
+    /// The tokens of the waits woken since the last call (little-endian u64 each), for the
+    /// loop to resume their callers; each caller then polls its own wait (`poll`). Makes the
+    /// eventfd unreadable until the next wake.
+    pub fn woken(&self) -> Vec<u8> {
         drain(&self.shared.fd);
         let woken = std::mem::take(&mut *lock(&self.shared.woken));
-        let mut out = Vec::new();
-        for token in woken {
-            let Some(mut wait) = lock(&self.waits).remove(&token) else {
-                continue; // cancelled, or woken twice and ended already
-            };
-            let code = match self.poll(token, &mut wait) {
-                Poll::Pending => {
-                    lock(&self.waits).insert(token, wait);
-                    continue;
-                }
-                Poll::Ready(Ok(ready)) => u64::from(ready),
-                Poll::Ready(Err(e)) => {
-                    lock(&self.errors).insert(token, e);
-                    READY_FAILED
-                }
-            };
-            out.extend_from_slice(&token.to_le_bytes());
-            out.extend_from_slice(&code.to_le_bytes());
-        }
-        out
+        woken.iter().flat_map(|t| t.to_le_bytes()).collect()
     }
 
-    /// Raise the error of the wait `token` that `finished` reported as failed.
+    /// Poll the wait `token` on the calling thread (its caller's, after `woken` named it):
+    /// 0 (the timeout ended) or 1 (the line moved on, or the queue closed) when it ended, 2
+    /// when it failed (`error` raises why), 3 (READY_PENDING) when it still waits (woken for
+    /// nothing, or for a lease check). Polled by the caller just before its retry, as an
+    /// executor polls a future: the watcher counts a woken waiter in flight until this final
+    /// poll, so it does not wake more waiters than there are messages meanwhile.
+    pub fn poll(&self, token: u64) -> u64 {
+        let Some(mut wait) = lock(&self.waits).remove(&token) else {
+            return 1; // ended or cancelled already: the caller just tries again
+        };
+        match self.poll_wait(token, &mut wait) {
+            Poll::Pending => {
+                lock(&self.waits).insert(token, wait);
+                READY_PENDING
+            }
+            Poll::Ready(Ok(ready)) => u64::from(ready),
+            Poll::Ready(Err(e)) => {
+                lock(&self.errors).insert(token, e);
+                READY_FAILED
+            }
+        }
+    }
+
+    /// Raise the error of the wait `token` that `poll` reported as failed.
     pub fn error(&self, token: u64) -> Result<()> {
         match lock(&self.errors).remove(&token) {
             Some(e) => Err(e),
@@ -171,7 +178,8 @@ impl ReadyFd {
         }
     }
 
-    /// Forget the wait `token` (the caller no longer waits): dropping it leaves the watcher.
+    /// Forget the wait `token` (the caller no longer waits, or it ended): dropping it leaves
+    /// the watcher.
     pub fn cancel(&self, token: u64) {
         let wait = lock(&self.waits).remove(&token);
         lock(&self.errors).remove(&token);

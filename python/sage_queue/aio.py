@@ -13,11 +13,12 @@ No thread per waiter and no polling: the waits of every coroutine of the process
 by the native watcher threads (one per 127 queues waited on at once), which sleep on the
 queues' wake words. Each event loop has one native ``ReadyFd``: an eventfd the loop watches
 (``loop.add_reader``). A watcher's wake only notes the wait and makes that fd readable; the
-loop's own thread then polls the woken waits (``finished``) and resolves their futures. So no
-Python runs outside the loop, any loop that has ``add_reader`` works (the default, uvloop, one
-per thread), and an idle program whose coroutines all wait uses no CPU. (Kotlin and Swift
-await the same ``msg_ready_async`` as UniFFI futures; for asyncio that path woke an idle
-await in about 185 us p50 through a foreign-thread callback and ``call_soon_threadsafe``.)
+loop then resumes the woken coroutines, each of which polls its own wait right before it
+tries again (as a UniFFI future is polled in its task). So no Python runs outside the loop,
+any loop that has ``add_reader`` works (the default, uvloop, one per thread), and an idle
+program whose coroutines all wait uses no CPU. (Kotlin and Swift await the same
+``msg_ready_async`` as UniFFI futures; for asyncio that path woke an idle await about 1.3x
+slower, through a foreign-thread callback and ``call_soon_threadsafe``.)
 Exceptions are those of the blocking calls: ``queue.Empty``/``queue.Full`` when the timeout
 ends, ``QueueClosed`` when the queue is closed or removed while waiting.
 """
@@ -79,42 +80,49 @@ def _state(q: Any, line: int) -> int:
     return state
 
 
+_PENDING = 3  # ReadyFd.poll: the wait goes on
+
+
 class _LoopWaits:
-    """One event loop's waits: its native ReadyFd (an eventfd the loop reads) and the future
-    of each wait in progress, by token."""
+    """One event loop's waits: its native ReadyFd (an eventfd the loop reads) and, by token,
+    the future that resumes the coroutine of each wait in progress."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # No reference to the loop: this object is its value in a WeakKeyDictionary.
         self.native = _native.ReadyFd()  # type: ignore[no-untyped-call]
-        self.futures: Dict[int, asyncio.Future[int]] = {}
-        loop.add_reader(self.native.fd(), self._finished)
+        self.futures: Dict[int, asyncio.Future[None]] = {}
+        loop.add_reader(self.native.fd(), self._woken)
 
-    def _finished(self) -> None:
-        """The fd is readable: resolve the futures of the waits that ended."""
-        for token, code in struct.iter_unpack("<QQ", self.native.finished()):
+    def _woken(self) -> None:
+        """The fd is readable: resume the coroutines whose waits were woken."""
+        for (token,) in struct.iter_unpack("<Q", self.native.woken()):
             future = self.futures.pop(token, None)
             if future is not None and not future.done():
-                future.set_result(code)
+                future.set_result(None)
 
     async def wait(self, id_: int, line: int, seen: int, timeout: float) -> bool:
         """msg_ready_async(id_, line, seen, timeout), awaited through the fd."""
         token = self.native.start(id_, line, seen, timeout)  # QueueError if it failed
         if token < 2:
             return bool(token)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.futures[token] = future
         try:
-            code = await future
-        except BaseException:
-            # Cancelled (a timeout of the caller, task.cancel()): drop the native wait, which
-            # leaves the watcher (or, had it ended meanwhile, its unread error).
-            self.native.cancel(token)
-            raise
+            while True:
+                future = asyncio.get_running_loop().create_future()
+                self.futures[token] = future
+                await future
+                # Polled here, right before the caller tries again (as a UniFFI future is
+                # polled in its task): till then the watcher counts this waiter in flight.
+                code = self.native.poll(token)
+                if code != _PENDING:
+                    break
+            if code == 2:
+                self.native.error(token)  # raises the wait's QueueError
+            return bool(code)
         finally:
+            # Over, or cancelled (a timeout of the caller, task.cancel()): drop the native
+            # wait, which leaves the watcher (a no-op once it ended).
             self.futures.pop(token, None)
-        if code == 2:
-            self.native.error(token)  # raises the wait's QueueError
-        return bool(code)
+            self.native.cancel(token)
 
 
 # Each process's loops' waits (a forked child makes its own: the parent's watcher threads and
