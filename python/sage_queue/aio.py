@@ -80,7 +80,7 @@ def _state(q: Any, line: int) -> int:
     return state
 
 
-_PENDING = 3  # ReadyFd.poll: the wait goes on
+_FAILED, _PENDING = 2, 3  # ReadyFd.poll: the wait failed (error() raises why); it goes on
 
 
 class _LoopWaits:
@@ -105,6 +105,7 @@ class _LoopWaits:
         token = self.native.start(id_, line, seen, timeout)  # QueueError if it failed
         if token < 2:
             return bool(token)
+        ended = False
         try:
             while True:
                 future = asyncio.get_running_loop().create_future()
@@ -115,14 +116,16 @@ class _LoopWaits:
                 code = self.native.poll(token)
                 if code != _PENDING:
                     break
-            if code == 2:
+            ended = True  # the native side forgot the wait (poll ended it)
+            if code == _FAILED:
                 self.native.error(token)  # raises the wait's QueueError
             return bool(code)
         finally:
-            # Over, or cancelled (a timeout of the caller, task.cancel()): drop the native
-            # wait, which leaves the watcher (a no-op once it ended).
             self.futures.pop(token, None)
-            self.native.cancel(token)
+            if not ended:
+                # Cancelled (a timeout of the caller, task.cancel()): drop the native wait,
+                # which leaves the watcher.
+                self.native.cancel(token)
 
 
 # Each process's loops' waits (a forked child makes its own: the parent's watcher threads and

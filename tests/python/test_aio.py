@@ -355,9 +355,9 @@ def test_each_loop_has_one_eventfd_and_cancelled_waits_leave_nothing(make_queue)
         # One more, served by a put: the loop's fd still wakes it.
         asyncio.get_running_loop().call_later(0.05, q.put, "after")
         got = await q.get_async(timeout=5)
-        return got, waits.native.pending(), waits.futures, waits.native.fd()
+        return got, waits.native.pending(), waits.futures
 
-    got, pending, futures, fd = run(main())
+    got, pending, futures = run(main())
     assert (got, pending, futures) == ("after", 0, {})
     assert q.qsize() == 0  # the cancelled waits took nothing
 
