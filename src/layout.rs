@@ -39,8 +39,9 @@
 //!
 //! A record is an 8-byte header word `len << 32 | state` followed by `len` payload bytes,
 //! padded to 8. States: 0 EMPTY (nothing written yet: every free byte is zero), WRITING,
-//! COMMITTED, PADDING (filler up to the end of the ring), DEAD (a dead writer's claim, skipped),
-//! CONSUMED. A record never crosses the end of the ring.
+//! COMMITTED, PADDING (filler up to the end of the lap, at a wrap or to start the next lap
+//! early; only its header is written), DEAD (a dead writer's claim, skipped), CONSUMED. A
+//! record never crosses the end of the ring.
 
 use self::sync::{AtomicU32, AtomicU64};
 

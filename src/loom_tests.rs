@@ -63,6 +63,8 @@ struct Shm {
     aborted_at: AtomicU64,
     /// Consumers yield right after taking records (`Ring::for_model`).
     yield_at_taken: bool,
+    /// Claims from this offset in a lap may start the next lap early (`Ring::for_model`).
+    early_wrap: u64,
     /// The lease table (lease.rs; empty in the ring's models) and each lease's payload, as
     /// words (`LEASE_WORDS`).
     leases: Vec<Lease>,
@@ -203,6 +205,7 @@ impl Shm {
             taken: a64(0),
             aborted_at: a64(NONE),
             yield_at_taken,
+            early_wrap: NONE,
             // All zero, as segment.rs creates them: FREE, generation 0.
             leases: (0..leases)
                 .map(|_| Lease {
@@ -267,6 +270,7 @@ impl Shm {
             &self.alive,
             me,
             self.yield_at_taken,
+            self.early_wrap,
         )
     }
 }
@@ -528,6 +532,8 @@ struct Model {
     ways: &'static [&'static [Way]],
     /// The first `viewers` consumers pin views (`view`) instead of taking copies.
     viewers: usize,
+    /// Claims from this offset in a lap may start the next lap early (NONE: never).
+    early_wrap: u64,
 }
 
 impl Model {
@@ -536,7 +542,8 @@ impl Model {
     }
 
     fn once(&self) {
-        let shm = Shm::new(self.cap, self.start, self.yield_at_taken, self.bound_items);
+        let mut shm = Shm::new(self.cap, self.start, self.yield_at_taken, self.bound_items);
+        Arc::get_mut(&mut shm).expect("not shared yet").early_wrap = self.early_wrap;
         let sent: Vec<Vec<Vec<u8>>> = (self.sends.iter().enumerate())
             .map(|(p, lens)| {
                 (lens.iter().enumerate())
@@ -728,6 +735,7 @@ fn loom_mpmc() {
         bound_items: 0,
         ways: &[],
         viewers: 0,
+        early_wrap: NONE,
     }
     .run();
 }
@@ -754,6 +762,7 @@ fn loom_producers_race_and_reuse() {
         bound_items: 0,
         ways: &[],
         viewers: 0,
+        early_wrap: NONE,
     };
     same_spans.run();
     Model {
@@ -761,6 +770,33 @@ fn loom_producers_race_and_reuse() {
         sends: &[&[2, 9], &[12, 3]],
         bound: 0,
         ..same_spans
+    }
+    .run();
+}
+
+/// Laps started early (`Ring::wrap_early`): two producers with two messages each and one
+/// consumer in a 64-byte ring whose claims from offset 16 on pad to the end of the lap once
+/// the space behind them is released. Producers race for claims and early paddings; a padding
+/// is freed by zeroing its header only (its payload was never written: `write_payload` checks
+/// that claimed words are zero, `check_end` that the ring ends all zero).
+#[test]
+fn loom_early_wrap() {
+    Model {
+        name: "early_wrap",
+        cap: 64,
+        start: 0,
+        sends: &[&[2, 7], &[8, 3]],
+        batch: 1,
+        nowait: false,
+        prefill: 0,
+        consumers: 1,
+        max_items: 1,
+        bound: 1,
+        yield_at_taken: false,
+        bound_items: 0,
+        ways: &[],
+        viewers: 0,
+        early_wrap: 16,
     }
     .run();
 }
@@ -784,6 +820,7 @@ fn loom_consumers_race() {
         bound_items: 0,
         ways: &[],
         viewers: 0,
+        early_wrap: NONE,
     }
     .run();
 }
@@ -808,6 +845,7 @@ fn loom_batch() {
         bound_items: 0,
         ways: &[],
         viewers: 0,
+        early_wrap: NONE,
     };
     at_start.run();
     Model {
@@ -838,6 +876,7 @@ fn loom_put_nowait() {
         bound_items: 0,
         ways: &[],
         viewers: 0,
+        early_wrap: NONE,
     }
     .run();
 }
@@ -866,6 +905,7 @@ fn loom_padding_reused_while_taken() {
         bound_items: 0,
         ways: &[],
         viewers: 0,
+        early_wrap: NONE,
     }
     .run();
 }
@@ -895,6 +935,7 @@ fn loom_loan() {
         bound_items: 0,
         ways: &[&[Way::Loan, Way::Loan]],
         viewers: 0,
+        early_wrap: NONE,
     };
     two_producers.run();
     Model {
@@ -933,6 +974,7 @@ fn loom_loan_abort() {
         bound_items: 0,
         ways: &[&[Way::Abort, Way::Put, Way::Put]],
         viewers: 0,
+        early_wrap: NONE,
     };
     two_producers.run();
     Model {
@@ -972,6 +1014,7 @@ fn loom_views() {
         bound_items: 0,
         ways: &[],
         viewers: 1,
+        early_wrap: NONE,
     };
     all.run();
     // The producer and the viewer alone: the viewer holds both records of the ring at times,
