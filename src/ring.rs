@@ -9,12 +9,14 @@
 //! instead: it stays COMMITTED below `head`, covered by the slot's pin intent, until released. After
 //! the CAS only the COMMITTED records a consumer took are its own: padding and dead records
 //! below `head` may be freed and their place reused at once, so it never reads them again. The
-//! holder of the release lock zeroes consumed records in order and advances `released`; every
+//! holder of the release lock (a producer that needs room, a consumer after taking a quarter
+//! of the ring, any consumer while a producer waits for room) zeroes consumed records in order
+//! and advances `released`; every
 //! byte at or above `released` (up to `released + capacity`) is zero or belongs to a live claim.
 //! (A padding record's bytes after its header are never written, so only its header is zeroed.)
-//! A claim past the first eighth of a lap in a nearly empty ring pads to the lap's end and
-//! starts the next lap (`wrap_early`): a ring whose consumers keep up reuses the start of its
-//! memory, which stays in the CPU's caches.
+//! A claim past the first 4 MiB of a lap in an empty ring pads to the lap's end and starts
+//! the next lap (`wrap_early`): a ring whose consumers keep up reuses the start of its memory,
+//! which stays in the CPU's caches.
 //!
 //! Recovery (run by waiters that see no progress) uses the intents and the slot locks:
 //! - a record at `head` still EMPTY/WRITING whose range no live producer intent covers belongs
@@ -72,6 +74,8 @@ pub struct Cache {
     taking: Vec<(u64, u64)>,
     /// Where a take copies first when its output buffer has no room (see `take`).
     spill: Vec<u8>,
+    /// `wrap_early` does not look before the tail reaches this position.
+    wrap_check: u64,
 }
 
 impl Cache {
@@ -110,10 +114,10 @@ pub struct Ring<'a> {
     me: Me,
 }
 
-/// Rings at least this large start laps early (`wrap_early`); a smaller ring stays in a
-/// core's caches whatever it does.
+/// A claim this far into a lap may start the next lap early (`wrap_early`), in a ring larger
+/// than this: a few large messages' worth, which stays in the CPU's last-level cache.
 #[cfg(not(loom))]
-const EARLY_WRAP_MIN_CAPACITY: u64 = 1 << 20;
+const EARLY_WRAP_AT: u64 = 4 << 20;
 
 /// What a take does with the records it took.
 enum Finish<'s> {
@@ -151,10 +155,10 @@ impl<'a> Ring<'a> {
             data: seg.data(),
             cap: seg.capacity,
             mask: seg.capacity - 1,
-            early_wrap: if seg.capacity >= EARLY_WRAP_MIN_CAPACITY {
-                seg.capacity / 8
-            } else {
-                NONE
+            // At most 64 laps per ring's worth of bytes put: positions (u64) last.
+            early_wrap: match EARLY_WRAP_AT.max(seg.capacity / 64) {
+                w if w < seg.capacity => w,
+                _ => NONE,
             },
             me,
         }
@@ -401,22 +405,30 @@ impl<'a> Ring<'a> {
     }
 
     /// Whether a claim at `t` should pad to the end of the lap and start the next one now,
-    /// although its first record (of span `first`) fits here: when the tail is past the first
-    /// eighth of the lap (`early_wrap`; rings of 1 MiB and more), every message put has been
-    /// taken (the head is at `t`) and the start of the next lap is free. A ring whose
-    /// consumers keep up then reuses the start of its memory over and over (what stays in the
-    /// CPU's caches), as a pool of buffers does, instead of walking all of it; a ring holding
-    /// messages never pads early. As the padding is at the head, a consumer skips it and a
-    /// producer that needs its room frees it at once (release), so the ring's room is not
-    /// reduced. Positions grow at most 8 times as fast as the bytes put. The padding costs
-    /// nothing to free: its bytes were never written (see release_locked).
+    /// although its first record (of span `first`) fits here: when the tail is past
+    /// `early_wrap` in its lap (4 MiB, or 1/64 of a ring larger than 256 MiB) and every
+    /// message put has been taken (the head is at `t`). A ring whose consumers keep up then
+    /// reuses the start of its memory over and over (what stays in the CPU's caches), as a
+    /// pool of buffers does, instead of walking all of it; a ring holding messages never pads
+    /// early. As the padding is at the head, a consumer skips it and a producer that needs its
+    /// room frees it at once (release), so the ring's room is not reduced. Positions grow at
+    /// most 64 times as fast as the bytes put. The padding costs nothing to free: its bytes
+    /// were never written (see release_locked). A claim that finds messages in the ring does
+    /// not look again (a load of the consumers' cursor) for the next eighth of `early_wrap`.
     fn wrap_early(&self, cache: &mut Cache, t: u64, first: u64) -> bool {
         let off = t & self.mask;
-        if off < self.early_wrap || self.hdr.cons.head.load(Acquire) != t {
+        if off < self.early_wrap || t < cache.wrap_check {
+            return false;
+        }
+        cache.wrap_check = t + self.early_wrap / 8;
+        if self.hdr.cons.head.load(Acquire) != t {
             return false;
         }
         let need = self.cap - off + first;
         if (cache.released + self.cap).saturating_sub(t) < need {
+            // Consumers release lazily (a take: a quarter of the ring at a time; a view's
+            // end: only for a waiting producer): free what they consumed now.
+            self.release();
             cache.released = self.hdr.rel.released.load(Acquire);
         }
         (cache.released + self.cap).saturating_sub(t) >= need
@@ -593,13 +605,14 @@ impl<'a> Ring<'a> {
     }
 
     /// Release the pinned record at `pos`: it becomes CONSUMED (the releaser may free it) and
-    /// the pin intent becomes `rest`, the range of this handle's remaining pins.
+    /// the pin intent becomes `rest`, the range of this handle's remaining pins. It frees ring
+    /// space only for a producer waiting for room: otherwise producers release when they
+    /// need room (or start a lap early), zeroing memory they are about to write, and a
+    /// view's consumer, often the slower side, spends nothing on it.
     pub fn unpin(&self, pos: u64, len: u64, rest: (u64, u64)) {
         self.hword(pos).store(word(len, CONSUMED), SeqCst);
         self.set_pins(rest);
-        if self.hdr.space_wake.waiters.load(SeqCst) > 0
-            || self.hdr.rel.released.load(Relaxed) == pos
-        {
+        if self.hdr.space_wake.waiters.load(SeqCst) > 0 {
             self.release();
         }
     }
