@@ -745,31 +745,34 @@ fn loom_mpmc() {
 /// consumer, or by themselves while waiting) and reuse the zeroed space on the next lap. Then
 /// the same with 16- and 24-byte records, which adds PADDING at every other wrap (a bigger
 /// search: without preemptions).
+/// The producers' race of the models below: two producers with two messages each, one
+/// consumer taking one at a time, from the start of a 32-byte ring.
+const PRODUCERS_RACE: Model = Model {
+    name: "producers_race_and_reuse",
+    cap: 32,
+    start: 0,
+    sends: &[&[2, 7], &[8, 3]],
+    batch: 1,
+    nowait: false,
+    prefill: 0,
+    consumers: 1,
+    max_items: 1,
+    bound: 1,
+    yield_at_taken: false,
+    bound_items: 0,
+    ways: &[],
+    viewers: 0,
+    early_wrap: NONE,
+};
+
 #[test]
 fn loom_producers_race_and_reuse() {
-    let same_spans = Model {
-        name: "producers_race_and_reuse",
-        cap: 32,
-        start: 0,
-        sends: &[&[2, 7], &[8, 3]],
-        batch: 1,
-        nowait: false,
-        prefill: 0,
-        consumers: 1,
-        max_items: 1,
-        bound: 1,
-        yield_at_taken: false,
-        bound_items: 0,
-        ways: &[],
-        viewers: 0,
-        early_wrap: NONE,
-    };
-    same_spans.run();
+    PRODUCERS_RACE.run();
     Model {
         name: "producers_reuse_with_padding",
         sends: &[&[2, 9], &[12, 3]],
         bound: 0,
-        ..same_spans
+        ..PRODUCERS_RACE
     }
     .run();
 }
@@ -784,19 +787,8 @@ fn loom_early_wrap() {
     Model {
         name: "early_wrap",
         cap: 64,
-        start: 0,
-        sends: &[&[2, 7], &[8, 3]],
-        batch: 1,
-        nowait: false,
-        prefill: 0,
-        consumers: 1,
-        max_items: 1,
-        bound: 1,
-        yield_at_taken: false,
-        bound_items: 0,
-        ways: &[],
-        viewers: 0,
         early_wrap: 16,
+        ..PRODUCERS_RACE
     }
     .run();
 }
