@@ -740,11 +740,6 @@ fn loom_mpmc() {
     .run();
 }
 
-/// Two producers with two messages each, one consumer, a 32-byte ring that holds two 16-byte
-/// records: producers race for claims, wait for consumed records to be released (by the
-/// consumer, or by themselves while waiting) and reuse the zeroed space on the next lap. Then
-/// the same with 16- and 24-byte records, which adds PADDING at every other wrap (a bigger
-/// search: without preemptions).
 /// The producers' race of the models below: two producers with two messages each, one
 /// consumer taking one at a time, from the start of a 32-byte ring.
 const PRODUCERS_RACE: Model = Model {
@@ -765,6 +760,11 @@ const PRODUCERS_RACE: Model = Model {
     early_wrap: NONE,
 };
 
+/// Two producers with two messages each, one consumer, a 32-byte ring that holds two 16-byte
+/// records: producers race for claims, wait for consumed records to be released (by the
+/// consumer, or by themselves while waiting) and reuse the zeroed space on the next lap. Then
+/// the same with 16- and 24-byte records, which adds PADDING at every other wrap (a bigger
+/// search: without preemptions).
 #[test]
 fn loom_producers_race_and_reuse() {
     PRODUCERS_RACE.run();
