@@ -44,6 +44,8 @@ mod ready_fd;
 mod registry;
 mod ring;
 mod segment;
+#[cfg(not(loom))]
+mod uring;
 mod wait;
 #[cfg(not(loom))]
 mod watch;

@@ -192,7 +192,7 @@ pub const READY_DATA: u8 = 0;
 pub const READY_SPACE: u8 = 1;
 pub const READY_TASKS: u8 = 2;
 
-fn line_of(line: u8) -> Result<Line> {
+pub(crate) fn line_of(line: u8) -> Result<Line> {
     match line {
         READY_DATA => Ok(Line::Data),
         READY_SPACE => Ok(Line::Space),

@@ -16,16 +16,25 @@
 //! longer wanted (a cancelled coroutine: the wait takes and puts nothing). The eventfd
 //! is closed when the ReadyFd and every waker that could still write to it are gone, so a
 //! late wake never writes to a reused descriptor.
+//!
+//! Where io_uring's futex waits are available (uring.rs), the loop's thread also sleeps on the
+//! wake word of each line it waits on, so a producer's wake reaches the loop directly, in one
+//! thread wake-up instead of two (the watcher's, then the eventfd's); `woken` then does the
+//! watcher's looking itself. The watcher keeps watching, so that is a shortcut only, and
+//! `SAGE_QUEUE_IO_URING=0` turns it off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::error::{QueueError, Result};
+use crate::queue::SageQueue;
+use crate::uring::{self, FutexRing};
+use crate::watch::{self, Line};
 
 type Wait = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
 
@@ -44,7 +53,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// last looked.
 struct Shared {
     fd: OwnedFd,
-    woken: Mutex<Vec<u64>>,
+    woken: Mutex<Woken>,
+}
+
+#[derive(Default)]
+struct Woken {
+    tokens: Vec<u64>,
+    /// Set while `woken` wakes waiters itself: it returns their tokens, so the wakers need
+    /// not make the eventfd readable.
+    quiet: bool,
 }
 
 struct TokenWaker {
@@ -58,8 +75,11 @@ impl Wake for TokenWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        lock(&self.shared.woken).push(self.token);
-        signal(&self.shared.fd);
+        let mut w = lock(&self.shared.woken);
+        w.tokens.push(self.token);
+        if !w.quiet {
+            signal(&self.shared.fd);
+        }
     }
 }
 
@@ -90,9 +110,74 @@ fn drain(fd: &OwnedFd) {
     unsafe { libc::read(fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
 }
 
+/// The loop thread's own futex waits (uring.rs): one pending wait per line watched at most.
+struct Direct {
+    ring: FutexRing,
+    /// Pending waits by user_data: the queue (not kept alive by the wait) and line.
+    armed: HashMap<u64, (Weak<SageQueue>, Line)>,
+    /// The (queue address, line) pairs with a pending wait.
+    keys: HashSet<(usize, Line)>,
+    next: u64,
+}
+
+impl Direct {
+    /// Sleep on `line`'s word of `queue` (if not already), from its value `word`.
+    fn arm(&mut self, queue: &Arc<SageQueue>, line: Line, word: u32) {
+        let key = (Arc::as_ptr(queue) as usize, line);
+        if self.keys.contains(&key) || self.armed.len() >= uring::ENTRIES as usize / 2 {
+            // A pending wait of a queue closed since (whose word may never move again, and
+            // whose address a new queue may reuse) is cancelled.
+            let gone: Vec<u64> = (self.armed.iter())
+                .filter(|(_, (q, _))| q.strong_count() == 0)
+                .map(|(&user_data, _)| user_data)
+                .collect();
+            for user_data in gone {
+                let (q, l) = self.armed.remove(&user_data).unwrap();
+                self.keys.remove(&(q.as_ptr() as usize, l));
+                self.ring.cancel(user_data);
+            }
+            if self.keys.contains(&key) {
+                return;
+            }
+        }
+        self.next += 1;
+        if self
+            .ring
+            .arm(watch::line_word(queue, line), word, self.next)
+        {
+            self.keys.insert(key);
+            self.armed.insert(self.next, (Arc::downgrade(queue), line));
+        }
+    }
+
+    /// The lines whose waits completed (their queues, where still open); None when the
+    /// kernel refused a wait for a reason other than those of a working ring (then the
+    /// ring is given up: waiting on it again would only fail again at once).
+    fn fired(&mut self) -> Option<Vec<(Arc<SageQueue>, Line)>> {
+        let mut out = Vec::new();
+        for (user_data, res) in self.ring.reap() {
+            let Some((queue, line)) = self.armed.remove(&user_data) else {
+                continue;
+            };
+            if ![0, -libc::EAGAIN, -libc::ECANCELED, -libc::EINTR].contains(&res) {
+                return None;
+            }
+            self.keys.remove(&(queue.as_ptr() as usize, line));
+            if let Some(q) = queue.upgrade() {
+                out.push((q, line));
+            }
+        }
+        Some(out)
+    }
+}
+
 pub struct ReadyFd {
     shared: Arc<Shared>,
+    /// None where io_uring's futex waits are not available (or turned off).
+    direct: Mutex<Option<Direct>>,
     waits: Mutex<HashMap<u64, Wait>>,
+    /// The tokens `woken` collected and has not returned yet (newest first).
+    round: Mutex<Vec<u64>>,
     /// Errors of waits that ended with one, until `error` raises them (or `cancel` drops them).
     errors: Mutex<HashMap<u64, QueueError>>,
     next: AtomicU64,
@@ -100,12 +185,26 @@ pub struct ReadyFd {
 
 impl ReadyFd {
     pub fn new() -> Result<Self> {
+        let fd = new_eventfd()?;
+        let off = std::env::var("SAGE_QUEUE_IO_URING").is_ok_and(|v| v == "0");
+        let direct = if off {
+            None
+        } else {
+            FutexRing::new(fd.as_raw_fd()).map(|ring| Direct {
+                ring,
+                armed: HashMap::new(),
+                keys: HashSet::new(),
+                next: 0,
+            })
+        };
         Ok(ReadyFd {
             shared: Arc::new(Shared {
-                fd: new_eventfd()?,
-                woken: Mutex::new(Vec::new()),
+                fd,
+                woken: Mutex::new(Woken::default()),
             }),
+            direct: Mutex::new(direct),
             waits: Mutex::new(HashMap::new()),
+            round: Mutex::new(Vec::new()),
             errors: Mutex::new(HashMap::new()),
             next: AtomicU64::new(FIRST_TOKEN),
         })
@@ -125,7 +224,57 @@ impl ReadyFd {
             Poll::Ready(result) => result.map(u64::from),
             Poll::Pending => {
                 lock(&self.waits).insert(token, wait);
+                self.sleep_on(id, line);
                 Ok(token)
+            }
+        }
+    }
+
+    /// Have this (the loop's) thread sleep on the wake word of `line` of queue `id` too.
+    fn sleep_on(&self, id: u64, line: u8) {
+        let mut direct = lock(&self.direct);
+        let Some(d) = direct.as_mut() else {
+            return;
+        };
+        let (Ok(queue), Some(line)) = (
+            crate::registry::lookup(id),
+            crate::message::line_of(line).ok(),
+        ) else {
+            return;
+        };
+        let word = watch::line_word(&queue, line).load(std::sync::atomic::Ordering::SeqCst);
+        d.arm(&queue, line, word);
+    }
+
+    /// `woken`'s part with io_uring: wake the waiters of the lines whose futex waits
+    /// completed, on this thread (their tokens are collected quietly), and sleep on those
+    /// lines again while waiters are left there.
+    fn wake_fired(&self) {
+        let fired = {
+            let mut direct = lock(&self.direct);
+            let Some(d) = direct.as_mut() else {
+                return;
+            };
+            match d.fired() {
+                Some(fired) => fired,
+                None => {
+                    *direct = None; // the watcher alone wakes this loop from now on
+                    return;
+                }
+            }
+        };
+        if fired.is_empty() {
+            return;
+        }
+        lock(&self.shared.woken).quiet = true;
+        let again: Vec<_> = fired
+            .into_iter()
+            .filter_map(|(q, line)| watch::wake_now(&q, line).map(|word| (q, line, word)))
+            .collect();
+        lock(&self.shared.woken).quiet = false;
+        if let Some(d) = lock(&self.direct).as_mut() {
+            for (q, line, word) in again {
+                d.arm(&q, line, word);
             }
         }
     }
@@ -138,13 +287,19 @@ impl ReadyFd {
         wait.as_mut().poll(&mut Context::from_waker(&waker))
     }
 
-    /// The tokens of the waits woken since the last call (little-endian u64 each), for the
-    /// loop to resume their callers; each caller then polls its own wait (`poll`). Makes the
-    /// eventfd unreadable until the next wake.
-    pub fn woken(&self) -> Vec<u8> {
-        drain(&self.shared.fd);
-        let woken = std::mem::take(&mut *lock(&self.shared.woken));
-        woken.iter().flat_map(|t| t.to_le_bytes()).collect()
+    /// The token of a wait woken since the last calls, oldest first, or 0 when none is left:
+    /// the loop calls it until 0 and resumes their callers; each caller then polls its own
+    /// wait (`poll`). The first call of a round makes the eventfd unreadable until the next
+    /// wake and collects what woke since.
+    pub fn woken(&self) -> u64 {
+        let mut round = lock(&self.round);
+        if round.is_empty() {
+            drain(&self.shared.fd);
+            self.wake_fired();
+            *round = std::mem::take(&mut lock(&self.shared.woken).tokens);
+            round.reverse(); // popped from the end: oldest first
+        }
+        round.pop().unwrap_or(0)
     }
 
     /// Poll the wait `token` on the calling thread (its caller's, after `woken` named it):
@@ -189,5 +344,10 @@ impl ReadyFd {
     /// Waits started and not yet ended nor cancelled.
     pub fn pending(&self) -> u64 {
         lock(&self.waits).len() as u64
+    }
+
+    /// Whether this loop's thread sleeps on the wake words itself (io_uring).
+    pub fn direct(&self) -> bool {
+        lock(&self.direct).is_some()
     }
 }

@@ -198,6 +198,37 @@ fn wake_ready(w: &mut Watched, woken: &mut Vec<Waker>) {
     }
 }
 
+/// The futex word `line` of `queue` is woken on (ready_fd.rs sleeps on it through io_uring).
+pub(crate) fn line_word(queue: &SageQueue, line: Line) -> &AtomicU32 {
+    queue.line_words(line).0
+}
+
+/// Wake, on the calling thread, the waiters of `line` of `queue` whose line moved on, as the
+/// watcher does after a wake: ready_fd.rs calls it when its own futex wait on the line's word
+/// completed, which may be before the watcher thread runs. The watcher still watches the
+/// word; whichever looks first wakes a waiter, and the other finds it gone. Returns the word's
+/// value read before looking, when waiters are still waiting (to sleep on it again), or None.
+pub(crate) fn wake_now(queue: &Arc<SageQueue>, line: Line) -> Option<u32> {
+    let key = (Arc::as_ptr(queue) as usize, line);
+    let word = line_word(queue, line).load(SeqCst);
+    let pid = std::process::id();
+    let all: Vec<Arc<Shard>> = lock(shards()).clone();
+    let mut woken = Vec::new();
+    let mut waiting = false;
+    for shard in all.iter().filter(|s| s.pid == pid) {
+        let mut st = lock(&shard.state);
+        if let Some(w) = st.get_mut(&key) {
+            wake_ready(w, &mut woken);
+            waiting = !w.waiting.is_empty();
+        }
+    }
+    // Outside the lock, as the watcher does: a waker may poll its future at once.
+    for waker in woken {
+        waker.wake();
+    }
+    waiting.then_some(word)
+}
+
 fn watch_loop(shard: &Shard) {
     loop {
         let control = shard.control.load(SeqCst);

@@ -101,6 +101,19 @@ _SIGNATURES = {
         (_u64, ctypes.c_uint8, _STATUS_PTR), _u64,
         (_u64, ctypes.c_uint8, ctypes.c_void_p), _u64,
     ),
+    # The event loop's ReadyFd (aio.py): methods, each called with a handle from clone.
+    "uniffi_sage_queue_fn_clone_readyfd": (
+        (_u64, _STATUS_PTR), _u64,
+        (_u64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_method_readyfd_woken": (
+        (_u64, _STATUS_PTR), _u64,
+        (_u64, ctypes.c_void_p), _u64,
+    ),
+    "uniffi_sage_queue_fn_method_readyfd_poll": (
+        (_u64, _u64, _STATUS_PTR), _u64,
+        (_u64, _u64, ctypes.c_void_p), _u64,
+    ),
     "uniffi_sage_queue_fn_func_msg_nack": (
         (_u64, _u64, _STATUS_PTR), ctypes.c_int8,
         (_u64, _u64, ctypes.c_void_p), ctypes.c_int8,
@@ -150,7 +163,7 @@ if _PROBLEMS:
     )
 
 
-def _bind(name: str, holding_gil: bool = False) -> Any:
+def _bind(name: str, holding_gil: bool = False, typed: bool = False) -> Any:
     """A new function object for the symbol (the generated one stays untouched), called with
     ctypes values built once (c_uint64 id, c_double timeout, the status address): with no
     argtypes, ctypes passes them as they are, a Python int as a C int (the ForeignBytes
@@ -158,12 +171,15 @@ def _bind(name: str, holding_gil: bool = False) -> Any:
     converting every argument on every call.
 
     ``holding_gil``: call without releasing the GIL (the ``PyDLL`` calling convention), which
-    saves a GIL hand-over per call; only for calls that never wait (timeout 0)."""
+    saves a GIL hand-over per call; only for calls that never wait (timeout 0).
+
+    ``typed``: keep our argtypes, so ctypes converts each argument (for calls passed plain
+    Python ints that need not fit a C int, such as object handles)."""
     lib = _gen._UniffiLib
     if holding_gil:
         lib = ctypes.PyDLL(lib._name, handle=lib._handle)
     fn = lib[name]
-    fn.argtypes = None
+    fn.argtypes = _SIGNATURES[name][2] if typed else None
     fn.restype = _SIGNATURES[name][3]
     return fn
 
@@ -278,4 +294,19 @@ nack: Callable[..., int] = _bind("uniffi_sage_queue_fn_func_msg_nack", holding_g
 # line_state(id, line) -> u64: the line's state to read before a try, or FAILED.
 line_state: Callable[..., int] = _bind(
     "uniffi_sage_queue_fn_func_msg_line_state", holding_gil=True
+)
+# An event loop's ReadyFd (aio.py), each called with plain ints (typed) and STATUS last. A
+# method consumes the handle it is given, as the generated methods' calls do, so each call
+# passes a new one:
+# ready_clone(handle) -> u64: a handle of the same ReadyFd (the generated object's _handle);
+# ready_woken(handle) -> u64: the next woken token, 0 when none is left;
+# ready_poll(handle, token) -> u64: as ReadyFd.poll.
+ready_clone: Callable[..., int] = _bind(
+    "uniffi_sage_queue_fn_clone_readyfd", holding_gil=True, typed=True
+)
+ready_woken: Callable[..., int] = _bind(
+    "uniffi_sage_queue_fn_method_readyfd_woken", holding_gil=True, typed=True
+)
+ready_poll: Callable[..., int] = _bind(
+    "uniffi_sage_queue_fn_method_readyfd_poll", holding_gil=True, typed=True
 )

@@ -16,7 +16,11 @@ queues' wake words. Each event loop has one native ``ReadyFd``: an eventfd the l
 loop then resumes the woken coroutines, each of which polls its own wait right before it
 tries again (as a UniFFI future is polled in its task). So no Python runs outside the loop,
 any loop that has ``add_reader`` works (the default, uvloop, one per thread), and an idle
-program whose coroutines all wait uses no CPU. (Kotlin and Swift await the same
+program whose coroutines all wait uses no CPU. Where io_uring's futex waits are available
+(Linux 6.7+), the loop's thread also sleeps on those wake words itself, so a put wakes the
+loop directly instead of through a watcher (one thread wake-up instead of two; see
+``ready_fd.rs``). The loop's calls that follow a wake (``woken``, ``poll``) are direct calls
+(``_fastpath.py``). (Kotlin and Swift await the same
 ``msg_ready_async`` as UniFFI futures; for asyncio that path woke an idle await about 1.3x
 slower, through a foreign-thread callback and ``call_soon_threadsafe``.)
 Exceptions are those of the blocking calls: ``queue.Empty``/``queue.Full`` when the timeout
@@ -27,7 +31,6 @@ import asyncio
 import math
 import os
 import queue
-import struct
 import time
 import weakref
 from typing import (
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from .queue import SageQueue
 
 DATA, SPACE, TASKS = 0, 1, 2
+_ST = _fast.STATUS
 _FOREVER = -1.0
 
 
@@ -95,7 +99,11 @@ class _LoopWaits:
 
     def _woken(self) -> None:
         """The fd is readable: resume the coroutines whose waits were woken."""
-        for (token,) in struct.iter_unpack("<Q", self.native.woken()):
+        handle = self.native._handle
+        while True:
+            token = _fast.ready_woken(_fast.ready_clone(handle, _ST), _ST)
+            if not token:
+                return
             future = self.futures.pop(token, None)
             if future is not None and not future.done():
                 future.set_result(None)
@@ -113,7 +121,7 @@ class _LoopWaits:
                 await future
                 # Polled here, right before the caller tries again (as a UniFFI future is
                 # polled in its task): till then the watcher counts this waiter in flight.
-                code = self.native.poll(token)
+                code = _fast.ready_poll(_fast.ready_clone(self.native._handle, _ST), token, _ST)
                 if code != _PENDING:
                     break
             ended = True  # the native side forgot the wait (poll ended it)

@@ -22,6 +22,45 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.fixture(autouse=True, params=["io_uring", "watcher"])
+def wake_path(request, monkeypatch):
+    """Every test twice: with the loop's thread sleeping on the wake words itself (io_uring
+    futex waits, where the kernel has them) and with the watcher threads' wakes alone."""
+    if request.param == "watcher":
+        monkeypatch.setenv("SAGE_QUEUE_IO_URING", "0")
+    return request.param
+
+
+def _kernel_has_io_uring_futex_waits():
+    """Whether io_uring_setup works here (not disabled, not refused by seccomp) on Linux
+    6.7+ (IORING_OP_FUTEX_WAIT), asked of the kernel directly."""
+    import ctypes
+
+    release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(425, 1, params)  # io_uring_setup, the same number on x86-64 and arm64
+    if fd >= 0:
+        os.close(fd)
+    return fd >= 0 and release >= (6, 7)
+
+
+def test_the_loop_sleeps_on_the_wake_words_where_the_kernel_allows(make_queue, wake_path):
+    """Where io_uring's futex waits work, each loop's thread is woken by a put directly (the
+    watcher stays as the fallback): the path the other tests here take in their first run."""
+    from sage_queue import aio
+
+    q = make_queue()
+
+    async def main():
+        asyncio.get_running_loop().call_later(0.05, q.put, "x")
+        assert await q.get_async(timeout=5) == "x"
+        return aio._loop_waits().native.direct()
+
+    expected = wake_path == "io_uring" and _kernel_has_io_uring_futex_waits()
+    assert run(main()) is expected
+
+
 def _produce(name, count, pause, start):
     q = SageQueue(name)
     start.wait(30)
