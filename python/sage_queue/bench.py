@@ -1362,6 +1362,7 @@ def micro(count: int = 100_000) -> Dict[str, float]:
     into the native library, without any waiting. zeroq's 64 B put+get (its blocking calls,
     64 B slots) shows next to SageQueue's when zeroq is installed."""
     from sage_queue import SageQueue
+    from sage_queue import _fastpath as fast
     from sage_queue import _native as native
 
     out: Dict[str, float] = {}
@@ -1385,6 +1386,19 @@ def micro(count: int = 100_000) -> Dict[str, float]:
     cases.append(
         ("generated methods 64 B", lambda b: raw.put(b, 0.0), lambda: raw.get(0.0), b"x" * 64)
     )
+    # The floor of the shim's path: its two direct calls (_fastpath.py) and the bytes made
+    # from the view, with no wrapper code at all around them.
+    bare = SageQueue(f"micro-bare-{uuid.uuid4().hex[:12]}", maxsize=64 << 20, serializer="raw")
+    cid, st = bare._cid, fast.STATUS
+
+    def bare_put(b: bytes) -> None:
+        fast.try_put(cid, 0, b"", 64, b, st)
+
+    def bare_get() -> bytes:
+        n = fast.try_take(cid, st)
+        return bytes(fast.view(n)[:n])
+
+    cases.append(("direct calls alone 64 B", bare_put, bare_get, b"x" * 64))
     try:
         for label, put, get, item in cases:
             tp = tg = 0.0
@@ -1403,12 +1417,17 @@ def micro(count: int = 100_000) -> Dict[str, float]:
     finally:
         raw.detach()
         q.close()
+        bare.close()
         if zq is not None:
             zq.close()
     for k, v in out.items():
         print(f"{k:<36}{v:>8.2f} us")
     plain, acked = out["SageQueue small dict: get"], out["SageQueue small dict acked: get"]
     print(f"acked get + ack / plain get (small dict): {acked / plain:.2f}x")
+    pair = {k: out[f"{k}: put"] + out[f"{k}: get"] for k in ("SageQueue 64 B bytes",
+            "direct calls alone 64 B")}  # fmt: skip
+    print(f"64 B put+get: SageQueue {pair['SageQueue 64 B bytes']:.2f} us, its two direct calls"
+          f" and the bytes alone {pair['direct calls alone 64 B']:.2f} us")  # fmt: skip
     if zq is not None:
         print("(zeroq: fixed 64 B slots, raw bytes only; its put/get sleep 1 ms when full/empty,"
               " which never happens here)")  # fmt: skip
