@@ -6,15 +6,19 @@ and ``ray.util.queue.Queue.get_async`` (skipped with one line when Ray is not in
 Throughput: a producer process puts small dicts as fast as it can; one coroutine consumes
 them; items/s from the first to the last item. Wake-up latency: the consumer awaits an empty
 queue, the producer puts one item stamped with ``time.perf_counter()`` (CLOCK_MONOTONIC,
-shared by processes) every 2 ms; latency = arrival - stamp, p50 and p99. Idle CPU: 1,000
-coroutines await an empty queue for 2 s; the process's CPU time over that time.
+shared by processes) every 2 ms; latency = arrival - stamp, p50 and p99. The floor of any
+fd-driven wake of this loop, measured the same way with no queue at all: the producer writes
+its stamp to a pipe that an ``add_reader`` callback reads. Idle CPU: 1,000 coroutines await an
+empty queue for 2 s; the process's CPU time over that time.
 """
 
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import resource
 import statistics
+import struct
 import sys
 import time
 import uuid
@@ -89,6 +93,37 @@ def latency(kind: str, n: int) -> Dict[str, float]:
     return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6}
 
 
+def _stamp_pipe(w: int, n: int) -> None:
+    for _ in range(n):
+        time.sleep(0.002)
+        os.write(w, struct.pack("d", time.perf_counter()))
+
+
+def pipe_floor(n: int) -> Dict[str, float]:
+    """The wake of an idle loop by a pipe the producer writes (no queue): the floor under
+    ``latency``."""
+    r, w = os.pipe()
+    p = CTX.Process(target=_stamp_pipe, args=(w, n))
+
+    async def consume() -> List[float]:
+        loop = asyncio.get_running_loop()
+        out = []
+        for _ in range(n):
+            fut = loop.create_future()
+            loop.add_reader(r, lambda f=fut: f.done() or f.set_result(os.read(r, 8)))
+            data = await fut
+            loop.remove_reader(r)
+            out.append(time.perf_counter() - struct.unpack("d", data)[0])
+        return out
+
+    p.start()
+    lat = sorted(asyncio.run(consume()))
+    p.join()
+    os.close(r)
+    os.close(w)
+    return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6}
+
+
 def idle_cpu(waiters: int = 1000, seconds: float = 2.0) -> float:
     """Fraction of one core used while ``waiters`` coroutines await an empty queue."""
     q = _sage(1 << 16)
@@ -148,10 +183,12 @@ def main(argv: Any = None) -> int:
     a = ap.parse_args(argv)
     rows: Dict[str, List[float]] = {"get_async": [], "run_in_executor": []}
     lats: Dict[str, List[Dict[str, float]]] = {"get_async": [], "run_in_executor": []}
+    floor: List[Dict[str, float]] = []
     for _ in range(a.runs):
         for kind in rows:
             rows[kind].append(throughput(kind, a.items if kind == "get_async" else a.items // 10))
             lats[kind].append(latency(kind, 500))
+        floor.append(pipe_floor(500))
     ray_rate = None
     if not a.no_ray:
         try:
@@ -168,6 +205,8 @@ def main(argv: Any = None) -> int:
         print(f"{'SageQueue ' + kind:<34}{med[kind]:>12,.0f}{p50:>14.1f}{p99:>14.1f}")
     if ray_rate is not None:
         print(f"{'ray.util.queue.Queue get_async':<34}{ray_rate:>12,.0f}")
+    p50, p99 = (statistics.median(x[k] for x in floor) for k in ("p50_us", "p99_us"))
+    print(f"{'a pipe and add_reader (no queue)':<34}{'-':>12}{p50:>14.1f}{p99:>14.1f}")
     ratio = med["get_async"] / med["run_in_executor"]
     print(f"get_async / run_in_executor: {ratio:.1f}x")
     if ray_rate:
