@@ -244,6 +244,9 @@ impl ReadyFd {
         };
         let word = watch::line_word(&queue, line).load(std::sync::atomic::Ordering::SeqCst);
         d.arm(&queue, line, word);
+        if d.ring.failed() {
+            *direct = None; // the watcher alone wakes this loop from now on
+        }
     }
 
     /// `woken`'s part with io_uring: wake the waiters of the lines whose futex waits
@@ -272,9 +275,13 @@ impl ReadyFd {
             .filter_map(|(q, line)| watch::wake_now(&q, line).map(|word| (q, line, word)))
             .collect();
         lock(&self.shared.woken).quiet = false;
-        if let Some(d) = lock(&self.direct).as_mut() {
+        let mut direct = lock(&self.direct);
+        if let Some(d) = direct.as_mut() {
             for (q, line, word) in again {
                 d.arm(&q, line, word);
+            }
+            if d.ring.failed() {
+                *direct = None;
             }
         }
     }

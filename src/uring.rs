@@ -11,7 +11,10 @@
 //! nothing else changes.
 //!
 //! The ring is the kernel's standard one (submission and completion rings mapped from the
-//! ring's descriptor); only futex waits are ever submitted, one per watched word at most.
+//! ring's descriptor); only futex waits (and cancels of them) are ever submitted, one wait
+//! per watched word at most. The kernel posts a completion by interrupting the submitting
+//! thread as a signal would (its `epoll_wait` returns EINTR and is retried, as Python's
+//! selectors and libuv do), and only while that thread awaits a queue.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering::*};
@@ -154,6 +157,8 @@ pub struct FutexRing {
     cq_off: CqOffsets,
     /// Waits submitted and not yet reaped.
     pending: u32,
+    /// A submission failed: the ring's state is unknown, so nothing more is submitted.
+    failed: bool,
 }
 
 // SAFETY: the mappings are plain shared memory owned by this value; the ReadyFd keeps it
@@ -188,6 +193,7 @@ impl FutexRing {
             cq_off: p.cq_off,
             fd,
             pending: 0,
+            failed: false,
         };
         (ring.supports_futex_wait() && ring.register(IORING_REGISTER_EVENTFD, &eventfd, 1))
             .then_some(ring)
@@ -257,8 +263,13 @@ impl FutexRing {
         })
     }
 
+    /// Whether a submission failed (the owner gives the ring up: the watcher still wakes).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     fn submit(&mut self, sqe: Sqe) -> bool {
-        if self.pending >= ENTRIES {
+        if self.pending >= ENTRIES || self.failed {
             return false;
         }
         // SAFETY: the offsets are the kernel's, inside the submission ring mapping.
@@ -298,6 +309,8 @@ impl FutexRing {
         };
         if r == 1 {
             self.pending += 1;
+        } else {
+            self.failed = true;
         }
         r == 1
     }
@@ -372,5 +385,18 @@ mod tests {
         unsafe { libc::read(efd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
         t.join().unwrap();
         assert_eq!(ring.reap(), vec![(2, 0)]);
+        // A cancelled wait completes with -ECANCELED (and the cancel with its own result).
+        assert!(ring.arm(word, 8, 3));
+        assert!(ring.cancel(3));
+        // SAFETY: as above.
+        unsafe { libc::read(efd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        let mut done = ring.reap();
+        while done.len() < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            done.extend(ring.reap());
+        }
+        assert!(done.contains(&(3, -libc::ECANCELED)), "{done:?}");
+        assert!(done.iter().any(|&(u, _)| u == CANCEL), "{done:?}");
+        assert!(!ring.failed());
     }
 }
