@@ -23,7 +23,7 @@
 //! watcher's looking itself. The watcher keeps watching, so that is a shortcut only, and
 //! `SAGE_QUEUE_IO_URING=0` turns it off.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
@@ -115,28 +115,29 @@ struct Direct {
     ring: FutexRing,
     /// Pending waits by user_data: the queue (not kept alive by the wait) and line.
     armed: HashMap<u64, (Weak<SageQueue>, Line)>,
-    /// The (queue address, line) pairs with a pending wait.
-    keys: HashSet<(usize, Line)>,
     next: u64,
 }
 
 impl Direct {
+    /// Whether a wait is pending on `line` of the queue at `queue`'s address.
+    fn is_armed(&self, queue: &Arc<SageQueue>, line: Line) -> bool {
+        (self.armed.values()).any(|(q, l)| *l == line && q.as_ptr() == Arc::as_ptr(queue))
+    }
+
     /// Sleep on `line`'s word of `queue` (if not already), from its value `word`.
     fn arm(&mut self, queue: &Arc<SageQueue>, line: Line, word: u32) {
-        let key = (Arc::as_ptr(queue) as usize, line);
-        if self.keys.contains(&key) || self.armed.len() >= uring::ENTRIES as usize / 2 {
+        if self.is_armed(queue, line) || self.armed.len() >= uring::ENTRIES as usize / 2 {
             // A pending wait of a queue closed since (whose word may never move again, and
             // whose address a new queue may reuse) is cancelled.
-            let gone: Vec<u64> = (self.armed.iter())
-                .filter(|(_, (q, _))| q.strong_count() == 0)
-                .map(|(&user_data, _)| user_data)
-                .collect();
-            for user_data in gone {
-                let (q, l) = self.armed.remove(&user_data).unwrap();
-                self.keys.remove(&(q.as_ptr() as usize, l));
-                self.ring.cancel(user_data);
-            }
-            if self.keys.contains(&key) {
+            let ring = &mut self.ring;
+            self.armed.retain(|&user_data, (q, _)| {
+                let open = q.strong_count() > 0;
+                if !open {
+                    ring.cancel(user_data);
+                }
+                open
+            });
+            if self.is_armed(queue, line) {
                 return;
             }
         }
@@ -145,7 +146,6 @@ impl Direct {
             .ring
             .arm(watch::line_word(queue, line), word, self.next)
         {
-            self.keys.insert(key);
             self.armed.insert(self.next, (Arc::downgrade(queue), line));
         }
     }
@@ -162,7 +162,6 @@ impl Direct {
             if ![0, -libc::EAGAIN, -libc::ECANCELED, -libc::EINTR].contains(&res) {
                 return None;
             }
-            self.keys.remove(&(queue.as_ptr() as usize, line));
             if let Some(q) = queue.upgrade() {
                 out.push((q, line));
             }
@@ -193,7 +192,6 @@ impl ReadyFd {
             FutexRing::new(fd.as_raw_fd()).map(|ring| Direct {
                 ring,
                 armed: HashMap::new(),
-                keys: HashSet::new(),
                 next: 0,
             })
         };
