@@ -195,19 +195,22 @@ impl FutexRing {
             pending: 0,
             failed: false,
         };
-        (ring.supports_futex_wait() && ring.register(IORING_REGISTER_EVENTFD, &eventfd, 1))
+        let mut eventfd = eventfd;
+        (ring.supports_futex_wait() && ring.register(IORING_REGISTER_EVENTFD, &mut eventfd, 1))
             .then_some(ring)
     }
 
-    fn register<T>(&self, opcode: u32, arg: &T, count: u32) -> bool {
-        // SAFETY: io_uring_register reads (or, for a probe, fills) `count` items of the
-        // argument, which the caller sized for `opcode`.
+    /// io_uring_register with `count` items at `arg`, which the kernel reads (an eventfd) or
+    /// fills (a probe).
+    fn register<T: ?Sized>(&self, opcode: u32, arg: &mut T, count: u32) -> bool {
+        // SAFETY: the caller sized `arg` for `opcode` and `count`; it is live and exclusively
+        // borrowed across the call, so the kernel may read or write it.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_register,
                 self.fd.as_raw_fd(),
                 opcode,
-                arg as *const T,
+                arg as *mut T as *mut libc::c_void,
                 count,
             )
         };
@@ -218,17 +221,7 @@ impl FutexRing {
     fn supports_futex_wait(&self) -> bool {
         // struct io_uring_probe: a 16-byte header, then 8 bytes per opcode.
         let mut probe = [0u64; 2 + 256];
-        let probe_ptr = probe.as_mut_ptr();
-        // SAFETY: the probe buffer holds the header and 256 entries, as `count` says.
-        let ok = unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_register,
-                self.fd.as_raw_fd(),
-                IORING_REGISTER_PROBE,
-                probe_ptr,
-                256u32,
-            )
-        } >= 0;
+        let ok = self.register(IORING_REGISTER_PROBE, &mut probe, 256);
         let last_op = probe[0] as u8;
         let entry = probe[2 + IORING_OP_FUTEX_WAIT as usize];
         let flags = ((entry >> 16) & 0xffff) as u16; // op: u8, resv: u8, flags: u16
