@@ -71,6 +71,11 @@ def throughput(kind: str, n: int) -> float:
     return rate
 
 
+def _percentiles(lat: List[float]) -> Dict[str, float]:
+    """p50 and p99 of sorted latencies in seconds, in microseconds."""
+    return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6}
+
+
 def latency(kind: str, n: int) -> Dict[str, float]:
     q = _sage(1 << 20)
     p = CTX.Process(target=_produce, args=(q.name, n, 0.002))
@@ -90,7 +95,7 @@ def latency(kind: str, n: int) -> Dict[str, float]:
     lat = sorted(asyncio.run(consume()))
     p.join()
     q.close()
-    return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6}
+    return _percentiles(lat)
 
 
 def _stamp_pipe(w: int, n: int) -> None:
@@ -121,7 +126,7 @@ def pipe_floor(n: int) -> Dict[str, float]:
     p.join()
     os.close(r)
     os.close(w)
-    return {"p50_us": lat[len(lat) // 2] * 1e6, "p99_us": lat[int(len(lat) * 0.99)] * 1e6}
+    return _percentiles(lat)
 
 
 def idle_cpu(waiters: int = 1000, seconds: float = 2.0) -> float:
