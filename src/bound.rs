@@ -179,7 +179,7 @@ impl<'a> Ring<'a> {
                 let mut p = from.max(self.hdr.cons.head.load(Acquire));
                 let mut written = 0;
                 while p < tail && p - from < self.capacity() {
-                    let w = self.hword(p).load(Acquire);
+                    let w = self.header(p, Acquire);
                     let Ok(s) = self.check_span(p, w, tail) else {
                         break;
                     };
@@ -227,7 +227,7 @@ impl<'a> Ring<'a> {
         let Some(g) = self.lock_items() else {
             return false;
         };
-        if self.hdr.cons.head.load(Acquire) != h || self.hword(h).load(Acquire) != w {
+        if self.hdr.cons.head.load(Acquire) != h || self.header(h, Acquire) != w {
             return false;
         }
         let c = g.count();

@@ -6,14 +6,15 @@
 //!                 magic "SAGEQUE1", version, data offset, capacity, slot count, owner uid,
 //!                 creator pid, creation time, the queue-wide `closed` word, and max_items
 //!                 (the item bound at offset 56; 0 = none, which is what segments written
-//!                 before the bound existed hold there, so they read as unbounded).
+//!                 before the bound existed hold there, so they read as unbounded), and the
+//!                 record tag key at offset 64 (random per segment, see `tag`).
 //! 128     128     Producers' line: tail (next byte position to claim), msgs_in, bytes_in,
 //!                 waits_full.
 //! 256     128     Consumers' line: head (next position to take), msgs_out, bytes_out,
 //!                 waits_empty.
-//! 384     128     Release line: released (every byte below it is zeroed and free), the
-//!                 release lock (owner slot and generation), release_end (the range a lock
-//!                 holder is zeroing), recovered and lost record counts.
+//! 384     128     Release line: released (every byte from it up to `released + cap` is
+//!                 free or belongs to a live claim), the release lock (owner slot and
+//!                 generation), recovered and lost record counts.
 //! 512     128     Wake word for consumers: data_seq, data_waiters (futex).
 //! 640     128     Wake word for producers: space_seq, space_waiters (futex).
 //! 768     128     Tasks: tasks_done, join_seq, join_waiters (futex).
@@ -28,7 +29,7 @@
 //!                 range), read (a consumer's range), pin (its views' range).
 //!                 Liveness of slot i is an OFD write lock on byte i of the file, which the
 //!                 kernel drops when the process dies.
-//! 69632   cap     The ring: records at 8-byte aligned positions. Positions are u64 byte counts
+//! 69632   cap     The ring: records at 16-byte aligned positions. Positions are u64 byte counts
 //!                 that only grow; a position's place in the ring is `pos % cap`.
 //! +cap    4096    The lease table: LEASES entries of 64 bytes (lease.rs).
 //! +4096   4096    The dead-letter queue's name: u32 length, then the bytes.
@@ -37,11 +38,20 @@
 //!                 that long is leased, so only what acked gets use takes memory.
 //! ```
 //!
-//! A record is an 8-byte header word `len << 32 | state` followed by `len` payload bytes,
-//! padded to 8. States: 0 EMPTY (nothing written yet: every free byte is zero), WRITING,
-//! COMMITTED, PADDING (filler up to the end of the lap, at a wrap or to start the next lap
-//! early; only its header is written), DEAD (a dead writer's claim, skipped), CONSUMED. A
-//! record never crosses the end of the ring.
+//! A record is a 16-byte header followed by `len` payload bytes, padded to 16. The header is
+//! the record's tag word, `tag(key, pos)`, then its state word `len << 32 | state`. States:
+//! WRITING, COMMITTED, PADDING (filler up to the end of the lap, at a wrap or to start the
+//! next lap early; only its header is written), DEAD (a dead writer's claim, skipped),
+//! CONSUMED; and EMPTY, read for a header whose tag word is not its position's tag: nothing
+//! written there yet in this lap. A record never crosses the end of the ring.
+//!
+//! Freed bytes are not zeroed: they keep whatever the last lap left there (old headers, user
+//! payloads). A stale word can never pass for a header because a header is valid only with
+//! its position's tag: `tag` is a bijection of the position (so no earlier lap's tag matches
+//! a later position), keyed with the segment's random key (so a payload cannot carry a valid
+//! tag of a position not yet written, except by guessing 64 bits). A producer writes the
+//! state word first and the tag word after it (Release); a reader loads the tag word first
+//! (Acquire), so a valid tag shows the state word of this lap (`Ring::header`).
 
 use self::sync::{AtomicU32, AtomicU64};
 
@@ -57,7 +67,8 @@ pub(crate) mod sync {
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SAGEQUE1");
 /// 2: slots carry a loan intent and a pin intent (loans and views in place).
 /// 3: a lease table and lease payloads after the ring (acknowledged gets).
-pub const VERSION: u32 = 3;
+/// 4: 16-byte record headers with a tag word; freed bytes are no longer zeroed.
+pub const VERSION: u32 = 4;
 pub const SLOT_COUNT: usize = 1024;
 pub const SLOT_SIZE: usize = 64;
 pub const SLOTS_OFFSET: usize = 4096;
@@ -65,7 +76,7 @@ pub const DATA_OFFSET: usize = SLOTS_OFFSET + SLOT_COUNT * SLOT_SIZE;
 pub const MIN_CAPACITY: u64 = 4096;
 /// Capacities are powers of two up to 2^40 bytes; a record length fits in 32 bits.
 pub const MAX_CAPACITY: u64 = 1 << 40;
-pub const RECORD_HEADER: u64 = 8;
+pub const RECORD_HEADER: u64 = 16;
 /// Marks an empty intent.
 pub const NONE: u64 = u64::MAX;
 
@@ -88,10 +99,23 @@ pub fn word_len(w: u64) -> u64 {
 pub fn word_state(w: u64) -> u32 {
     w as u32
 }
-/// Bytes a record with `len` payload bytes occupies in the ring.
+/// The tag word of a record header at position `pos` in a segment whose key is `key`:
+/// splitmix64's finalizer of `pos ^ key`. Every step of it (an add, xor-shifts, multiplies
+/// by odd numbers) is invertible, so distinct positions have distinct tags.
+#[inline]
+pub fn tag(key: u64, pos: u64) -> u64 {
+    let mut z = (pos ^ key).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Bytes a record with `len` payload bytes occupies in the ring: a multiple of 16, so
+/// records (and payloads) are 16-byte aligned and the room left at the end of a lap always
+/// holds a padding record's header.
 #[inline]
 pub fn span(len: u64) -> u64 {
-    (RECORD_HEADER + len + 7) & !7
+    (RECORD_HEADER + len + 15) & !15
 }
 
 /// Round a requested capacity up to the power of two the ring uses (at least MIN_CAPACITY).
@@ -104,8 +128,7 @@ pub fn round_capacity(requested: u64) -> Option<u64> {
 /// The largest payload a ring of `capacity` bytes accepts: one record filling the whole ring,
 /// and a record's length fits in 32 bits.
 pub fn max_message(capacity: u64) -> u64 {
-    let ring = capacity.min(1 << 32);
-    ring - RECORD_HEADER - if ring == 1 << 32 { 8 } else { 0 }
+    capacity.min(1 << 32) - RECORD_HEADER
 }
 
 /// How many messages a queue holds unacknowledged at once (one lease each).
@@ -143,6 +166,8 @@ pub struct Identity {
     pub closed: AtomicU32,
     /// The most messages the queue holds at once (0: no bound). Offset 56.
     pub max_items: u64,
+    /// The key of the record headers' tags (`tag`), random per segment. Offset 64.
+    pub tag_key: u64,
 }
 
 #[repr(C, align(128))]
@@ -165,7 +190,6 @@ pub struct ConsumerLine {
 pub struct ReleaseLine {
     pub released: AtomicU64,
     pub lock: AtomicU64,
-    pub release_end: AtomicU64,
     pub recovered: AtomicU64,
     pub lost: AtomicU64,
 }
@@ -301,17 +325,17 @@ mod tests {
 
     #[test]
     fn spans_and_capacity() {
-        assert_eq!(span(0), 8);
-        assert_eq!(span(1), 16);
-        assert_eq!(span(8), 16);
-        assert_eq!(span(9), 24);
+        assert_eq!(span(0), 16);
+        assert_eq!(span(1), 32);
+        assert_eq!(span(16), 32);
+        assert_eq!(span(17), 48);
         assert_eq!(round_capacity(0), Some(4096));
         assert_eq!(round_capacity(5000), Some(8192));
         assert_eq!(round_capacity(65536), Some(65536));
         assert_eq!(round_capacity(MAX_CAPACITY), Some(MAX_CAPACITY));
         assert_eq!(round_capacity(MAX_CAPACITY + 1), None);
         assert_eq!(round_capacity(u64::MAX), None);
-        assert_eq!(max_message(4096), 4088);
+        assert_eq!(max_message(4096), 4080);
         assert_eq!(span(max_message(4096)), 4096);
         assert!(max_message(1 << 33) < 1 << 32);
         let w = word(123, COMMITTED);

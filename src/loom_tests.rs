@@ -41,6 +41,13 @@ use crate::layout::*;
 use crate::lease;
 use crate::ring::{Cache, Me, Msg, Ring};
 
+/// The models' tag key (layout::tag); a segment's is random.
+const TAG_KEY: u64 = 0x5A6E_9E3C_0011_D00D;
+/// What every ring word holds when a model starts: a state word of a COMMITTED 8-byte record,
+/// as an earlier lap could have left anywhere (in a header or a payload). It is no position's
+/// tag (checked in `Shm::build`), so no reader may take it for a header.
+const STALE: u64 = (8 << 32) | COMMITTED as u64;
+
 /// One slot per thread (main included).
 const SLOTS: usize = 5;
 /// Tries before a thread reports a livelock: far more than these models need (after a
@@ -54,6 +61,9 @@ struct Shm {
     hdr: Header,
     slots: Vec<Slot>,
     data: Vec<AtomicU64>,
+    /// Per ring word, whether a producer wrote it since its record was last released
+    /// (`Ring::for_model`).
+    used: Vec<AtomicU64>,
     /// The model's own counts (not the queue's), so consumers know when to stop: messages
     /// put, producers finished, messages taken.
     put: AtomicU64,
@@ -109,6 +119,7 @@ impl Shm {
         mortal: bool,
     ) -> Arc<Shm> {
         assert!(start % 8 == 0);
+        assert!((0..1 << 20).all(|p| tag(TAG_KEY, 8 * p) != STALE));
         let wake = || WakeLine {
             seq: a32(0),
             waiters: a32(0),
@@ -126,6 +137,7 @@ impl Shm {
                 created_unix_ms: 0,
                 closed: a32(0),
                 max_items,
+                tag_key: TAG_KEY,
             },
             prod: ProducerLine {
                 tail: a64(start),
@@ -142,7 +154,6 @@ impl Shm {
             rel: ReleaseLine {
                 released: a64(start),
                 lock: a64(0),
-                release_end: a64(start),
                 recovered: a64(0),
                 lost: a64(0),
             },
@@ -195,11 +206,14 @@ impl Shm {
                 pin_end: a64(0),
             })
             .collect();
-        let data = (0..cap / 8).map(|_| a64(0)).collect();
+        // Not zero: what earlier laps left (`STALE`), which no reader may take for a header.
+        let data = (0..cap / 8).map(|_| a64(STALE)).collect();
+        let used = (0..cap / 8).map(|_| a64(0)).collect();
         Arc::new(Shm {
             hdr,
             slots,
             data,
+            used,
             put: a64(0),
             producers_done: a64(0),
             taken: a64(0),
@@ -268,6 +282,7 @@ impl Shm {
             &self.data,
             &self.leases,
             &self.alive,
+            &self.used,
             me,
             self.yield_at_taken,
             self.early_wrap,
@@ -667,8 +682,12 @@ fn check_end(shm: &Shm, total: usize, total_bytes: usize) {
     assert_eq!(h.cons.head.load(SeqCst), tail, "head != tail");
     assert_eq!(h.rel.released.load(SeqCst), tail, "released != tail");
     assert_eq!(h.rel.lock.load(SeqCst), 0, "release lock still held");
-    for (i, w) in shm.data.iter().enumerate() {
-        assert_eq!(w.load(SeqCst), 0, "ring word {i} not zero after release");
+    for (i, w) in shm.used.iter().enumerate() {
+        assert_eq!(
+            w.load(SeqCst),
+            0,
+            "ring word {i} still in use after release"
+        );
     }
     // A dead handle's intents stay (recovery ignores them).
     let alive = |i: usize| shm.alive.get(i).is_none_or(|a| a.load(SeqCst) != 0);
@@ -722,9 +741,9 @@ fn check_end(shm: &Shm, total: usize, total_bytes: usize) {
 fn loom_mpmc() {
     Model {
         name: "mpmc",
-        cap: 128,
-        start: 96,
-        sends: &[&[2], &[9]],
+        cap: 256,
+        start: 192,
+        sends: &[&[2], &[17]],
         batch: 1,
         nowait: false,
         prefill: 0,
@@ -744,7 +763,7 @@ fn loom_mpmc() {
 /// consumer taking one at a time, from the start of a 32-byte ring.
 const PRODUCERS_RACE: Model = Model {
     name: "producers_race_and_reuse",
-    cap: 32,
+    cap: 64,
     start: 0,
     sends: &[&[2, 7], &[8, 3]],
     batch: 1,
@@ -770,7 +789,7 @@ fn loom_producers_race_and_reuse() {
     PRODUCERS_RACE.run();
     Model {
         name: "producers_reuse_with_padding",
-        sends: &[&[2, 9], &[12, 3]],
+        sends: &[&[2, 17], &[20, 3]],
         bound: 0,
         ..PRODUCERS_RACE
     }
@@ -786,8 +805,8 @@ fn loom_producers_race_and_reuse() {
 fn loom_early_wrap() {
     Model {
         name: "early_wrap",
-        cap: 64,
-        early_wrap: 16,
+        cap: 128,
+        early_wrap: 32,
         ..PRODUCERS_RACE
     }
     .run();
@@ -799,9 +818,9 @@ fn loom_early_wrap() {
 fn loom_consumers_race() {
     Model {
         name: "consumers_race",
-        cap: 128,
-        start: 96,
-        sends: &[&[2, 9], &[12, 3]],
+        cap: 256,
+        start: 192,
+        sends: &[&[2, 17], &[20, 3]],
         batch: 1,
         nowait: false,
         prefill: usize::MAX,
@@ -824,9 +843,9 @@ fn loom_consumers_race() {
 fn loom_batch() {
     let at_start = Model {
         name: "batch",
-        cap: 64,
+        cap: 128,
         start: 0,
-        sends: &[&[5, 10, 2]],
+        sends: &[&[5, 18, 2]],
         batch: 3,
         nowait: false,
         prefill: 0,
@@ -842,7 +861,7 @@ fn loom_batch() {
     at_start.run();
     Model {
         name: "batch_across_end",
-        start: 32,
+        start: 64,
         ..at_start
     }
     .run();
@@ -857,7 +876,7 @@ fn loom_put_nowait() {
         name: "put_nowait",
         cap: 32,
         start: 0,
-        sends: &[&[17], &[18]],
+        sends: &[&[9], &[10]],
         batch: 1,
         nowait: true,
         prefill: 0,
@@ -884,8 +903,8 @@ fn loom_put_nowait() {
 fn loom_padding_reused_while_taken() {
     Model {
         name: "padding_reused_while_taken",
-        cap: 32,
-        start: 24,
+        cap: 64,
+        start: 48,
         sends: &[&[8, 8]],
         batch: 1,
         nowait: false,
@@ -914,8 +933,8 @@ fn loom_padding_reused_while_taken() {
 fn loom_loan() {
     let two_producers = Model {
         name: "loan",
-        cap: 32,
-        start: 16,
+        cap: 64,
+        start: 32,
         sends: &[&[2, 7], &[8]],
         batch: 1,
         nowait: false,
@@ -953,8 +972,8 @@ fn loom_loan() {
 fn loom_loan_abort() {
     let two_producers = Model {
         name: "loan_abort",
-        cap: 32,
-        start: 16,
+        cap: 64,
+        start: 32,
         sends: &[&[3, 2, 7], &[8]],
         batch: 1,
         nowait: false,
@@ -993,8 +1012,8 @@ fn loom_loan_abort() {
 fn loom_views() {
     let all = Model {
         name: "views",
-        cap: 32,
-        start: 16,
+        cap: 64,
+        start: 32,
         sends: &[&[2, 7, 3]],
         batch: 1,
         nowait: false,
@@ -1024,8 +1043,8 @@ fn loom_views() {
     // and released by the other. Two preemptions: 207,083 executions, about 20 s.
     Model {
         name: "views_beside_copies",
-        cap: 64,
-        start: 48,
+        cap: 128,
+        start: 96,
         sends: &[&[2, 7], &[8, 3]],
         prefill: usize::MAX,
         bound: 2,
@@ -1059,7 +1078,7 @@ fn loom_recovery_spares_live_loan() {
             "recovery_spares_live_loan"
         };
         explore(name, 4, move || {
-            let shm = Shm::new(32, 16, false, 0);
+            let shm = Shm::new(64, 32, false, 0);
             let loaned = message(0, 0, 7);
             let put = message(0, 1, 2);
             let mut sent = vec![loaned.clone()];
@@ -1124,7 +1143,7 @@ fn loom_recovery_spares_live_loan() {
 #[test]
 fn loom_recovery_spares_live_views() {
     explore("recovery_spares_live_views", 3, || {
-        let shm = Shm::new(32, 16, false, 0);
+        let shm = Shm::new(64, 32, false, 0);
         let sent = [message(0, 0, 2), message(0, 1, 7)];
         for m in &sent {
             assert_eq!(produce(&shm, 0, std::slice::from_ref(m), &[], 1, true), 1);
@@ -1181,7 +1200,7 @@ fn loom_recovery_spares_live_views() {
 // ordered by the lease's `pos` and `state` stores.
 
 /// Words of a lease's payload in the models: messages of up to 16 bytes.
-const LEASE_WORDS: usize = 2;
+const LEASE_WORDS: usize = 3;
 
 /// Where a dying acked consumer stops in `take_acked` (`loom_recovery_dead_acked_consumer`):
 /// its thread unwinds there (`fault::die`, or its hook at a step: `fault::die_at`) and its
@@ -1393,8 +1412,8 @@ fn acked_race(name: &'static str, acked: &'static [bool], bound: usize) {
     let lost_cas = std::sync::Arc::new(StdCounter::new(0));
     let (l, c) = (leased.clone(), lost_cas.clone());
     explore(name, bound, move || {
-        let shm = Shm::with_leases(64, 2, 0, false);
-        let sent = [message(0, 0, 2), message(0, 1, 9)];
+        let shm = Shm::with_leases(128, 2, 0, false);
+        let sent = [message(0, 0, 2), message(0, 1, 17)];
         for m in &sent {
             assert_eq!(produce(&shm, 0, std::slice::from_ref(m), &[], 1, true), 1);
         }
@@ -1492,7 +1511,7 @@ fn loom_ack_races_timeout() {
     let outcomes = std::sync::Arc::new([StdCounter::new(0), StdCounter::new(0)]);
     let seen = outcomes.clone();
     explore("ack_races_timeout", 2, move || {
-        let shm = Shm::with_leases(32, 2, 1, false);
+        let shm = Shm::with_leases(64, 2, 1, false);
         let sent = message(0, 0, 7);
         assert_eq!(
             produce(&shm, 0, std::slice::from_ref(&sent), &[], 1, true),
@@ -1597,7 +1616,7 @@ fn loom_recovery_dead_acked_consumer() {
     for death in Death::ALL {
         let name = format!("recovery_dead_acked_consumer_{death:?}");
         explore(&name, 3, move || {
-            let shm = Shm::with_leases(32, 2, 0, true);
+            let shm = Shm::with_leases(64, 2, 0, true);
             let sent = message(0, 0, 7);
             assert_eq!(
                 produce(&shm, 0, std::slice::from_ref(&sent), &[], 1, true),

@@ -2,7 +2,7 @@
 //! claims of dead processes.
 //!
 //! Producers claim space with one CAS on `tail` after announcing the range in their slot's
-//! claim intent, write a WRITING header, copy the payload, then store COMMITTED. Consumers read
+//! claim intent, write a WRITING header (`publish`), copy the payload, then store COMMITTED. Consumers read
 //! `tail` (so the header they look at belongs to the current lap), see COMMITTED at `head`,
 //! copy the payloads out, announce a read intent, CAS `head` past the record(s) (a failed CAS
 //! discards the copy, which may be torn), then store CONSUMED. A view pins its record
@@ -10,10 +10,11 @@
 //! the CAS only the COMMITTED records a consumer took are its own: padding and dead records
 //! below `head` may be freed and their place reused at once, so it never reads them again. The
 //! holder of the release lock (a producer that needs room, a consumer after taking a quarter
-//! of the ring, any consumer while a producer waits for room) zeroes consumed records in order
-//! and advances `released`; every
-//! byte at or above `released` (up to `released + capacity`) is zero or belongs to a live claim.
-//! (A padding record's bytes after its header are never written, so only its header is zeroed.)
+//! of the ring, any consumer while a producer waits for room) walks the consumed records in
+//! order and advances `released` past them; every byte at or above `released` (up to
+//! `released + capacity`) is free or belongs to a live claim. Freed bytes are not zeroed: a
+//! header is valid only with its position's tag (layout.rs), written after its state word, so
+//! a reader takes whatever an earlier lap left in the ring for EMPTY (`header`).
 //! A claim past the first 4 MiB of a lap in an empty ring pads to the lap's end and starts
 //! the next lap (`wrap_early`): a ring whose consumers keep up reuses the start of its memory,
 //! which stays in the CPU's caches.
@@ -24,7 +25,7 @@
 //! - a COMMITTED record below `head` at `released` that no live read intent covers was taken by
 //!   a dead consumer: it becomes CONSUMED (counted as lost), unless that consumer's lease holds
 //!   it (lease.rs: lease recovery takes it);
-//! - a release lock held by a dead owner is taken over and its zeroing redone.
+//! - a release lock held by a dead owner is taken over.
 
 #[cfg(not(loom))]
 use std::fs::File;
@@ -34,7 +35,7 @@ use crate::attach;
 use crate::error::{QueueError, Result};
 #[cfg(loom)]
 use crate::layout::sync::AtomicU32;
-use crate::layout::sync::{fence, AtomicU64, Ordering::*};
+use crate::layout::sync::{fence, AtomicU64, Ordering, Ordering::*};
 use crate::layout::*;
 #[cfg(not(loom))]
 use crate::segment::Segment;
@@ -106,6 +107,13 @@ pub struct Ring<'a> {
     /// every slot is (see `held_by_other`).
     #[cfg(loom)]
     alive: &'a [AtomicU32],
+    /// In the loom model: per ring word, 1 from a producer's write of it until the release
+    /// of its record (the model's check that producers write only free bytes, see
+    /// `write_payload`); the real ring keeps no such record.
+    #[cfg(loom)]
+    used: &'a [AtomicU64],
+    /// The segment's tag key (layout::tag).
+    key: u64,
     cap: u64,
     mask: u64,
     /// The offset in a lap from which a claim may start the next lap early (`wrap_early`);
@@ -153,6 +161,7 @@ impl<'a> Ring<'a> {
             file: &seg.file,
             leases: seg.leases(),
             data: seg.data(),
+            key: seg.header().id.tag_key,
             cap: seg.capacity,
             mask: seg.capacity - 1,
             // At most 64 laps per ring's worth of bytes put: positions (u64) last.
@@ -166,7 +175,8 @@ impl<'a> Ring<'a> {
 
     /// A ring over `data` (`8 * data.len()` bytes, a power of two) with the lease table
     /// `leases` for the loom model; `alive` says which slots' handles are alive (empty: all);
-    /// laps start early from offset `early_wrap` (NONE: never).
+    /// `used` is the model's record of written words (one per word of `data`); laps start
+    /// early from offset `early_wrap` (NONE: never).
     #[cfg(loom)]
     #[allow(clippy::too_many_arguments)]
     pub fn for_model(
@@ -175,12 +185,14 @@ impl<'a> Ring<'a> {
         data: &'a [AtomicU64],
         leases: &'a [crate::layout::Lease],
         alive: &'a [AtomicU32],
+        used: &'a [AtomicU64],
         me: Me,
         yield_at_taken: bool,
         early_wrap: u64,
     ) -> Ring<'a> {
         let cap = 8 * data.len() as u64;
         assert!(cap.is_power_of_two());
+        assert_eq!(used.len(), data.len());
         Ring {
             hdr,
             slots,
@@ -188,6 +200,8 @@ impl<'a> Ring<'a> {
             leases,
             yield_at_taken,
             alive,
+            used,
+            key: hdr.id.tag_key,
             cap,
             mask: cap - 1,
             early_wrap,
@@ -210,15 +224,54 @@ impl<'a> Ring<'a> {
 
     // ---- raw access: the only code that touches ring bytes ----
 
+    /// The word at ring offset `idx` (8-aligned, below the capacity).
     #[cfg(not(loom))]
-    pub(crate) fn hword(&self, pos: u64) -> &AtomicU64 {
-        // Record positions are 8-aligned in a well-formed segment, but the cursors they come
-        // from are read from the shared file: rounding down keeps an unaligned (corrupt) one
-        // from making this 8-byte access run past the end of the ring and of the mapping.
-        let idx = pos & self.mask & !7;
-        // SAFETY: `idx` is 8-aligned and at most capacity - 8, and the ring starts page
-        // aligned, so the word is aligned and inside the mapping, which lives as long as 'a.
+    fn ring_word(&self, idx: u64) -> &AtomicU64 {
+        debug_assert!(idx % 8 == 0 && idx < self.cap);
+        // SAFETY: callers pass an 8-aligned offset below the capacity (see `tword`, `hword`),
+        // and the ring starts page aligned, so the word is aligned and inside the mapping,
+        // which lives as long as 'a.
         unsafe { &*(self.data.add(idx as usize) as *const AtomicU64) }
+    }
+
+    /// The tag word of the record header at `pos` (layout.rs).
+    fn tword(&self, pos: u64) -> &AtomicU64 {
+        // Record positions are 16-aligned in a well-formed segment, but the cursors they come
+        // from are read from the shared file: rounding down keeps an unaligned (corrupt) one
+        // from making the header's accesses run past the end of the ring and of the mapping.
+        self.ring_word(pos & self.mask & !15)
+    }
+
+    /// The state word (`len << 32 | state`) of the record header at `pos`, right after its
+    /// tag word. Read it through `header` unless the record is known to be this lap's (the
+    /// caller claimed or took it).
+    pub(crate) fn hword(&self, pos: u64) -> &AtomicU64 {
+        // Rounded down as in `tword`: the word after it is still inside the ring.
+        self.ring_word((pos & self.mask & !15) + 8)
+    }
+
+    /// Whether the tag word at `pos` is this position's tag: a header was written there in
+    /// this lap. `ord`: Acquire, or SeqCst where the caller's wait protocol needs it.
+    fn tagged(&self, pos: u64, ord: Ordering) -> bool {
+        self.tword(pos).load(ord) == tag(self.key, pos)
+    }
+
+    /// The state word of the record at `pos`, or 0 (EMPTY) while no header of this lap is
+    /// there: the tag word is read first, so a valid tag shows this lap's state word or a
+    /// later one (see `publish`). Whatever stale bytes the ring holds read as EMPTY.
+    pub(crate) fn header(&self, pos: u64, ord: Ordering) -> u64 {
+        if !self.tagged(pos, ord) {
+            return word(0, EMPTY);
+        }
+        self.hword(pos).load(ord)
+    }
+
+    /// Write the header of a record at `pos` claimed by this handle (or, in recovery, by a dead
+    /// one): the state word, then the tag word with `ord` (Release or SeqCst), which makes the
+    /// header valid (`header`). Later states go to the state word alone.
+    fn publish(&self, pos: u64, w: u64, ord: Ordering) {
+        self.hword(pos).store(w, Relaxed);
+        self.tword(pos).store(tag(self.key, pos), ord);
     }
 
     /// Copy `msg` (its parts one after the other) into the payload of the record at `pos`.
@@ -255,30 +308,13 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Zero positions [from, to) (at most one capacity long).
-    #[cfg(not(loom))]
-    fn zero(&self, from: u64, to: u64) {
-        debug_assert!(to - from <= self.cap);
-        let mut p = from;
-        while p < to {
-            let idx = p & self.mask;
-            let n = (to - p).min(self.cap - idx);
-            // SAFETY: [idx, idx + n) lies inside the ring; positions below `released + cap`
-            // and at or above `released` are not claimable by producers until `released`
-            // moves past them, and the release lock makes this the only writer.
-            unsafe { std::ptr::write_bytes(self.data.add(idx as usize), 0, n as usize) };
-            p += n;
-        }
-    }
-
-    // The same four in the loom model: the ring is words, payloads are copied a word at a time
+    // The same in the loom model: the ring is words, payloads are copied a word at a time
     // with Relaxed accesses (the header word's Release store and Acquire load order them, as
     // they order the plain byte copies above).
 
     #[cfg(loom)]
-    pub(crate) fn hword(&self, pos: u64) -> &AtomicU64 {
-        // Rounds down to a word, as above.
-        &self.data[((pos & self.mask) / 8) as usize]
+    fn ring_word(&self, idx: u64) -> &AtomicU64 {
+        &self.data[(idx / 8) as usize]
     }
 
     #[cfg(loom)]
@@ -289,9 +325,11 @@ impl<'a> Ring<'a> {
         let mut left = msg.len() as usize;
         let mut w = idx / 8;
         while left > 0 {
-            // The model's check of the ring invariant: claimed bytes are still zero.
-            let old = self.data[w].load(Relaxed);
-            assert_eq!(old, 0, "claimed payload word {w} is not zero: {old:#x}");
+            // The model's check of the ring invariant: claimed bytes are free (released since
+            // they were last written). The release's marks reach this producer the way
+            // `released` does, as the zeroing of freed bytes did before it was dropped.
+            let was = self.used[w].swap(1, Relaxed);
+            assert_eq!(was, 0, "claimed payload word {w} is still in use");
             let n = left.min(8);
             let mut b = [0u8; 8];
             b[..n].iter_mut().for_each(|x| *x = bytes.next().unwrap());
@@ -315,11 +353,14 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// The model's record of a release: the payload words of the record with header `w` at
+    /// `pos` are free again (a padding's were never written). The real ring does nothing here.
     #[cfg(loom)]
-    fn zero(&self, from: u64, to: u64) {
-        debug_assert!(to - from <= self.cap && from % 8 == 0 && to % 8 == 0);
-        for p in (from..to).step_by(8) {
-            self.hword(p).store(0, Relaxed);
+    fn model_free(&self, pos: u64, w: u64) {
+        if word_state(w) != PADDING {
+            for q in (pos + RECORD_HEADER..pos + span(word_len(w))).step_by(8) {
+                self.used[((q & self.mask) / 8) as usize].store(0, Relaxed);
+            }
         }
     }
 
@@ -394,8 +435,11 @@ impl<'a> Ring<'a> {
             crate::fault::hook(crate::fault::Step::Claimed);
             if padding {
                 // Fill the rest of the lap, then claim again at the start of the next one.
-                self.hword(t)
-                    .store(word(to_end.saturating_sub(RECORD_HEADER), PADDING), SeqCst);
+                self.publish(
+                    t,
+                    word(to_end.saturating_sub(RECORD_HEADER), PADDING),
+                    SeqCst,
+                );
                 me.claim_start.store(NONE, Release);
                 wait::wake(&self.hdr.data_wake);
                 continue;
@@ -462,7 +506,7 @@ impl<'a> Ring<'a> {
         // Headers first, so a crash mid-copy leaves records whose length recovery can read.
         let mut p = pos;
         for m in msgs {
-            self.hword(p).store(word(m.len(), WRITING), Relaxed);
+            self.publish(p, word(m.len(), WRITING), Release);
             p += span(m.len());
         }
         fence(Release);
@@ -511,7 +555,7 @@ impl<'a> Ring<'a> {
         let Claim::Got { pos, .. } = self.claim(cache, &[span(len)]) else {
             return None;
         };
-        self.hword(pos).store(word(len, WRITING), Release);
+        self.publish(pos, word(len, WRITING), Release);
         let me = self.my_slot();
         me.loan_start.store(pos, Release);
         me.claim_start.store(NONE, Release);
@@ -629,7 +673,7 @@ impl<'a> Ring<'a> {
             }
             let (mut p, end) = (start, end.min(head));
             while p < end && p - start < self.cap {
-                let w = self.hword(p).load(Acquire);
+                let w = self.header(p, Acquire);
                 let Ok(sp) = self.check_span(p, w, end) else {
                     break;
                 };
@@ -673,7 +717,7 @@ impl<'a> Ring<'a> {
             let mut bytes = 0u64;
             cache.taking.clear();
             while p < cache.tail && cache.taking.len() < max_items {
-                let w = self.hword(p).load(Acquire);
+                let w = self.header(p, Acquire);
                 // While the head stays at `h` these headers are this lap's; if another consumer
                 // moved it, they may be anything, and the head CAS below fails anyway.
                 let bad = match word_state(w) {
@@ -867,7 +911,7 @@ impl<'a> Ring<'a> {
         let t = self.hdr.prod.tail.load(SeqCst);
         h < t
             && matches!(
-                word_state(self.hword(h).load(SeqCst)),
+                word_state(self.header(h, SeqCst)),
                 COMMITTED | PADDING | DEAD
             )
     }
@@ -879,7 +923,7 @@ impl<'a> Ring<'a> {
         let h = self.hdr.cons.head.load(SeqCst);
         r < h
             && matches!(
-                word_state(self.hword(r).load(SeqCst)),
+                word_state(self.header(r, SeqCst)),
                 CONSUMED | PADDING | DEAD
             )
     }
@@ -893,7 +937,7 @@ impl<'a> Ring<'a> {
             if h >= t {
                 return;
             }
-            let w = self.hword(h).load(Acquire);
+            let w = self.header(h, Acquire);
             if !matches!(word_state(w), PADDING | DEAD) {
                 return;
             }
@@ -939,41 +983,32 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// With the release lock held: zero the consumed, padding and dead records at `released`
-    /// (all below the head) and advance `released` past them. True if anything was freed.
+    /// With the release lock held: free the consumed, padding and dead records at `released`
+    /// (all below the head) by advancing `released` past them. Their bytes are not zeroed:
+    /// the next lap's headers carry that lap's tags, so nothing left here can be read as
+    /// one of them (layout.rs). True if anything was freed.
     fn release_locked(&self) -> bool {
         let start = self.hdr.rel.released.load(Acquire);
         let head = self.hdr.cons.head.load(Acquire);
         let mut r = start;
         while r < head && r - start < self.cap {
-            let w = self.hword(r).load(Acquire);
+            let w = self.header(r, Acquire);
             if !matches!(word_state(w), CONSUMED | PADDING | DEAD) {
                 break;
             }
             match self.check_span(r, w, head) {
-                Ok(s) => r += s,
+                Ok(s) => {
+                    #[cfg(loom)]
+                    self.model_free(r, w);
+                    r += s;
+                }
                 Err(_) => break,
             }
         }
         if r == start {
             return false;
         }
-        self.hdr.rel.release_end.store(r, SeqCst);
         crate::fault::hook(crate::fault::Step::Releasing);
-        // A padding record's bytes after its header were never written (they were free, so
-        // zero): only its header needs zeroing. Every other record is zeroed whole.
-        let mut p = start;
-        while p < r {
-            let w = self.hword(p).load(Acquire);
-            let s = span(word_len(w));
-            let end = if word_state(w) == PADDING {
-                p + RECORD_HEADER
-            } else {
-                p + s
-            };
-            self.zero(p, end);
-            p += s;
-        }
         self.hdr.rel.released.store(r, SeqCst);
         true
     }
@@ -1027,7 +1062,7 @@ impl<'a> Ring<'a> {
         let h = self.hdr.cons.head.load(Acquire);
         pos >= r
             && pos < h
-            && self.hword(pos).load(Acquire) == word(len, COMMITTED)
+            && self.header(pos, Acquire) == word(len, COMMITTED)
             && !self.live_intent(pos, pos + 8, true)
     }
 
@@ -1096,13 +1131,8 @@ impl<'a> Ring<'a> {
         }
         let mut changed = false;
         if o != 0 {
-            // The dead holder may have been zeroing [released, release_end): finish it.
-            let r = rel.released.load(Acquire);
-            let e = rel.release_end.load(Acquire);
-            if e > r && e - r <= self.cap {
-                self.zero(r, e);
-                rel.released.store(e, SeqCst);
-            }
+            // A dead holder left nothing half done: a release is a single store of
+            // `released`, which the release below makes again if it was not made.
             changed = true;
         }
         for _ in 0..1024 {
@@ -1130,7 +1160,7 @@ impl<'a> Ring<'a> {
         if r >= h {
             return false;
         }
-        let w = self.hword(r).load(Acquire);
+        let w = self.header(r, Acquire);
         if word_state(w) != COMMITTED || self.check_span(r, w, h).is_err() {
             return false;
         }
@@ -1166,7 +1196,7 @@ impl<'a> Ring<'a> {
         if h >= t {
             return false;
         }
-        let w = self.hword(h).load(Acquire);
+        let w = self.header(h, Acquire);
         let lap_end = (h | self.mask) + 1;
         let end = match word_state(w) {
             WRITING => match self.check_span(h, w, t) {
@@ -1174,13 +1204,14 @@ impl<'a> Ring<'a> {
                 Err(_) => return false,
             },
             EMPTY => {
-                // Nothing was written: the claim ends at the next header written after it.
+                // Nothing was written: the claim (at least an empty record's span) ends at the
+                // next header written in this lap after it.
                 let limit = t.min(lap_end);
-                let mut p = h + 8;
-                while p < limit && self.hword(p).load(Acquire) == 0 {
-                    p += 8;
+                let mut p = h + span(0);
+                while p < limit && !self.tagged(p, Acquire) {
+                    p += 16;
                 }
-                p
+                p.min(limit)
             }
             _ => return false,
         };
@@ -1195,9 +1226,16 @@ impl<'a> Ring<'a> {
             self.hdr.rel.recovered.fetch_add(1, Relaxed);
             return true;
         }
-        if self
+        let dead = word(end - h - RECORD_HEADER, DEAD);
+        if word_state(w) == EMPTY {
+            // No header yet, and its dead producer writes none: give it one of this lap.
+            if self.tagged(h, Acquire) {
+                return false;
+            }
+            self.publish(h, dead, SeqCst);
+        } else if self
             .hword(h)
-            .compare_exchange(w, word(end - h - RECORD_HEADER, DEAD), SeqCst, Relaxed)
+            .compare_exchange(w, dead, SeqCst, Relaxed)
             .is_err()
         {
             return false;

@@ -237,6 +237,7 @@ impl Segment {
             (*id).creator_pid = std::process::id();
             (*id).created_unix_ms = created;
             (*id).max_items = max_items;
+            (*id).tag_key = random_key();
         }
         // Each lease's generation starts at a random value, so a receipt of another queue
         // (or of an earlier queue of the same name) matches none of this queue's leases.
@@ -373,7 +374,7 @@ impl Segment {
         })
     }
 
-    /// Check the ring's cursors: 8-aligned and `released <= head <= tail <= released +
+    /// Check the ring's cursors: 16-aligned and `released <= head <= tail <= released +
     /// capacity`. They only grow, so reading released, head, tail and released again (in that
     /// order) cannot see a live queue break these rules; a file that does is corrupt.
     fn check_cursors(&self) -> Result<()> {
@@ -382,7 +383,7 @@ impl Segment {
         let head = h.cons.head.load(Acquire);
         let tail = h.prod.tail.load(Acquire);
         let released_again = h.rel.released.load(Acquire);
-        let aligned = (released | head | tail) % 8 == 0;
+        let aligned = (released | head | tail) % 16 == 0;
         let ordered = released <= head
             && head <= tail
             && tail <= released_again.saturating_add(self.capacity);
@@ -508,6 +509,20 @@ fn mix(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// 64 random bits from the kernel (getrandom), or, should it fail, a mix of the clock, the
+/// pid and a counter: the key of a segment's record tags (layout::tag).
+fn random_key() -> u64 {
+    let mut key = 0u64;
+    // SAFETY: getrandom writes at most 8 bytes into `key`, a local u64.
+    let n = unsafe { libc::getrandom((&mut key as *mut u64).cast(), 8, 0) };
+    if n == 8 {
+        return key;
+    }
+    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    mix(nonce() ^ (std::process::id() as u64).rotate_left(32))
+        ^ mix(FALLBACK.fetch_add(1, Ordering::Relaxed))
 }
 
 fn nonce() -> u64 {

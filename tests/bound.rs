@@ -205,5 +205,5 @@ fn the_bound_is_fixed_at_creation_and_stored_in_the_header() {
     while free.put(b"", 0.0).is_ok() {
         n += 1;
     }
-    assert_eq!(n, 4096 / 8, "an unbounded queue is limited by bytes only");
+    assert_eq!(n, 4096 / 16, "an unbounded queue is limited by bytes only");
 }

@@ -75,6 +75,61 @@ fn wrap_around_with_random_sizes() {
     assert_eq!(q.get(0.0), Err(QueueError::Empty));
 }
 
+/// Freed ring space is not zeroed (no second pass over consumed messages), and what it keeps
+/// never passes for a record: the payloads here are the ring's own bytes as earlier laps left
+/// them (old headers, with the tags of the positions they were at, and old payloads), put at
+/// every alignment, so each new lap's claims land on words that read as headers. Every
+/// message still comes out once, intact and in order, and nothing else does.
+#[test]
+fn freed_bytes_are_kept_and_never_read_as_records() {
+    let q = create(4096);
+    let path = q.path();
+    let ring = |q: &SageQueue| {
+        let _ = q;
+        let file = std::fs::read(&path).unwrap();
+        file[69632..69632 + 4096].to_vec()
+    };
+    let mut rng = Rng(11);
+    let mut pending = std::collections::VecDeque::new();
+    let mut snapshot = ring(&q);
+    for round in 0..6000 {
+        if round % 50 == 0 {
+            snapshot = ring(&q);
+        }
+        if rng.below(2) == 0 || pending.is_empty() {
+            let from = rng.below(4096) as usize;
+            let len = rng.below((4096 - from).min(1500) as u64 + 1) as usize;
+            let m = snapshot[from..from + len].to_vec();
+            match q.put(&m, 0.0) {
+                Ok(()) => pending.push_back(m),
+                Err(QueueError::Full) => {}
+                Err(e) => panic!("{e}"),
+            }
+        } else {
+            let m = pending.pop_front().unwrap();
+            assert_eq!(q.get(0.0).unwrap(), m, "round {round}");
+        }
+    }
+    while let Some(m) = pending.pop_front() {
+        assert_eq!(q.get(0.0).unwrap(), m);
+    }
+    assert_eq!(q.get(0.0), Err(QueueError::Empty));
+    // A message as large as the ring, put and taken: its bytes stay in the ring after it is
+    // freed (the get released everything below it, and the put of another one needs its room).
+    let big = payload(99, q.max_message_size() as usize);
+    q.put(&big, 0.0).unwrap();
+    assert_eq!(q.get(0.0).unwrap(), big);
+    q.put(b"next", 0.0).unwrap();
+    let after = ring(&q);
+    let kept = (64..2048).filter(|&i| after[i] == big[i - 16]).count();
+    assert!(
+        kept > 1900,
+        "only {kept} of 1984 freed bytes kept: the ring was cleared"
+    );
+    assert_eq!(q.get(0.0).unwrap(), b"next");
+    assert_eq!(q.stats().unwrap().recovered, 0);
+}
+
 #[test]
 fn a_ring_whose_consumer_keeps_up_reuses_its_start() {
     // One 1000-byte message put and taken at a time, 20,000 times (20 MB through a 64 MiB
@@ -96,9 +151,9 @@ fn a_ring_whose_consumer_keeps_up_reuses_its_start() {
         laps >= 3,
         "{laps} laps: the ring did not start new laps early"
     );
-    // The early paddings take no room from a ring that fills up: 66,000 messages (66.5 MB of
-    // records) all fit without waiting, then come out in order.
-    let n = 66_000u64;
+    // The early paddings take no room from a ring that fills up: 65,000 messages (66.6 MB of
+    // 1024-byte records, of a 67.1 MB ring) all fit without waiting, then come out in order.
+    let n = 65_000u64;
     for i in 0..n {
         q.put(&payload(i, 1000), 0.0)
             .unwrap_or_else(|e| panic!("put {i}: {e:?}"));
@@ -996,12 +1051,13 @@ fn a_closed_segment_left_at_its_path_is_cleared() {
 #[test]
 fn corrupt_cursors_are_rejected_at_open() {
     // tail, head and released live at offsets 128, 256 and 384.
-    let cases: [[u64; 3]; 5] = [
-        [4095, 4095, 4095],   // unaligned
-        [8, 16, 0],           // tail behind head
-        [16, 8, 16],          // head behind released
-        [4096 + 64, 0, 0],    // more than a capacity in use
-        [u64::MAX - 7, 8, 8], // near overflow
+    let cases: [[u64; 3]; 6] = [
+        [4095, 4095, 4095],      // unaligned
+        [16, 32, 0],             // tail behind head
+        [32, 16, 32],            // head behind released
+        [8, 8, 8],               // 8-aligned, but records are 16-aligned
+        [4096 + 64, 0, 0],       // more than a capacity in use
+        [u64::MAX - 15, 16, 16], // near overflow
     ];
     for [tail, head, released] in cases {
         let name = unique("badcursor");
@@ -1035,7 +1091,7 @@ fn unaligned_cursors_written_after_open_stay_inside_the_ring() {
     // the mapping (and its length underflowed). Cursors are shared memory that any process
     // with write access can change after open, so every header access must stay in the ring.
     use std::os::unix::fs::FileExt;
-    for cursor in [4095u64, 4093, 4097, 8191 + 4096] {
+    for cursor in [4095u64, 4093, 4097, 4088, 8191 + 4096] {
         let name = unique("unaligned");
         let q = SageQueue::create(&name, 4096, 0o600, false, 0).unwrap();
         let path = q.path();

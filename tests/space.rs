@@ -159,7 +159,7 @@ fn a_small_folder_refuses_big_queues_and_never_crashes() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(n, (4 << 20) / 4008, "the ring was not filled completely");
+    assert_eq!(n, (4 << 20) / 4016, "the ring was not filled completely");
     for _ in 0..n {
         assert_eq!(q.get(0.0).unwrap(), msg);
     }

@@ -1208,11 +1208,10 @@ def inplace_notes(results: Dict[str, Dict[str, Result]]) -> List[str]:
         )
     if any(s in ARRAYS or s in INPLACE for s in results):
         out.append(
-            "sage-queue zeroes a message's bytes in the ring once it is consumed (its ring keeps"
-            " free space zero): one more pass over every message, made by a get every quarter"
-            " of the ring, and after views by the producer when it needs the room. A ring"
-            " whose consumer keeps up reuses its first 4 MiB (a claim past them in an empty"
-            " ring starts the next lap)."
+            "sage-queue frees a consumed message's ring space without touching its bytes (each"
+            " record header carries a tag of its position, so stale bytes never read as a"
+            " record). A ring whose consumer keeps up reuses its first 4 MiB (a claim past them"
+            " in an empty ring starts the next lap)."
         )
     if "shared_memory by hand" in present:
         out.append(

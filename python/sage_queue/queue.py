@@ -678,7 +678,9 @@ class SageQueue(QueueConveniences):
         """``with q.loan(nbytes) as buf:`` write one raw bytes message of ``nbytes`` in place
         (``buf`` is a writable memoryview into the ring); it is published when the block
         ends normally and given up on an exception (or a close, or the process dying).
-        Waits for room as put does (queue.Full); MessageTooLarge if it can never fit. A
+        ``buf`` is not cleared: it holds what earlier messages left in that ring space, so
+        write every byte of it. Waits for room as put does (queue.Full); MessageTooLarge if
+        it can never fit. A
         get returns it as ``bytes``. One open loan per handle; consumers wait at an open
         loan, so commit soon. Not on a queue with max_items."""
         _positive_int("nbytes", nbytes + 1, "a number of bytes (0 or more)")

@@ -10,7 +10,7 @@ import SageQueueFFIRaw
 
 extension Queue {
     /// Write one message of `count` bytes in place, in the ring, with no copy: `body` gets the
-    /// message's room (`count` bytes, uninitialized: zeroed or an earlier message's bytes) and
+    /// message's room (`count` bytes, uninitialized: an earlier message's bytes, say) and
     /// fills it; the message is published (committed) when `body` returns, and given up
     /// (aborted: nothing published, the room freed) when it throws, whose error is then
     /// rethrown. Returns what `body` returns.

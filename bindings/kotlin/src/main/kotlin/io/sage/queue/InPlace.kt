@@ -262,7 +262,8 @@ fun SageQueue.openLoan(nbytes: Int, timeout: Double = FOREVER): Loan {
 /**
  * Write one message of [nbytes] bytes in place: [block] fills the buffer (a direct ByteBuffer
  * over the ring, position 0, limit [nbytes]); the message is published when the block returns
- * normally (all [nbytes] bytes, whatever the position) and given up on an exception (nothing
+ * normally (all [nbytes] bytes, whatever the position: the buffer is not cleared, it holds what
+ * earlier messages left, so write all of it) and given up on an exception (nothing
  * published, the room freed, the exception rethrown). Waits for room like put (Full after
  * [timeout]). The buffer is invalid after the block: do not keep it or buffers made from it.
  */
