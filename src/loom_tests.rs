@@ -19,12 +19,16 @@
 //! and a consumer that dies mid-take: its thread unwinds at a step (`fault::die_at`) and its
 //! slot is marked dead (`Shm::alive`, read by `Ring::held_by_other`). Each model checks that every message is delivered exactly once and intact (an
 //! aborted loan never), that one consumer sees each producer's messages in order, that
-//! claimed payload bytes are zero before they are written (in `write_payload`), that a view's
-//! bytes do not change while it is pinned, and at the end that head == tail == released, the
-//! ring is all zero, every intent (claim, read, loan, pin) is empty, the release lock is free
-//! and the counters agree.
+//! producers write only payload words released since they were last written (in
+//! `write_payload`, through the model's record of written words, `Shm::used`: the real ring
+//! does not zero freed bytes, so their contents cannot tell), that a view's bytes do not change
+//! while it is pinned, and at the end that head == tail == released, no word is left in use,
+//! every intent (claim, read, loan, pin) is empty, the release lock is free and the counters
+//! agree. Every model's ring starts full of stale words that read as COMMITTED headers
+//! (`STALE`), as a ring after earlier laps is: a reader that took one for a record would
+//! deliver a message nobody put.
 //!
-//! Each model has the largest preemption bound that keeps it to a minute or two
+//! Each model has a preemption bound that keeps it to about a minute or less
 //! (`LOOM_MAX_PREEMPTIONS` overrides them all); with `--nocapture` each prints how many
 //! executions it explored. loom's search grows fast with threads and steps: two producers with
 //! two messages each and two consumers, all at once, does not finish in 15 minutes even
@@ -45,8 +49,14 @@ use crate::ring::{Cache, Me, Msg, Ring};
 const TAG_KEY: u64 = 0x5A6E_9E3C_0011_D00D;
 /// What every ring word holds when a model starts: a state word of a COMMITTED 8-byte record,
 /// as an earlier lap could have left anywhere (in a header or a payload). It is no position's
-/// tag (checked in `Shm::build`), so no reader may take it for a header.
+/// tag (`loom_stale_is_no_tag`), so no reader may take it for a header.
 const STALE: u64 = (8 << 32) | COMMITTED as u64;
+
+/// `STALE` is not the tag of any position the models reach (far fewer than 2^23 bytes).
+#[test]
+fn loom_stale_is_no_tag() {
+    assert!((0..1u64 << 20).all(|p| tag(TAG_KEY, 16 * p) != STALE));
+}
 
 /// One slot per thread (main included).
 const SLOTS: usize = 5;
@@ -95,8 +105,9 @@ fn a32(v: u32) -> AtomicU32 {
 }
 
 impl Shm {
-    /// A new queue of `cap` bytes as segment.rs initialises it (all zero but the identity and
-    /// the slots' empty intents) with every slot attached (generation 1, as attach.rs does),
+    /// A new queue of `cap` bytes as segment.rs initialises it (the identity and the slots'
+    /// empty intents; the ring holds `STALE` words, as after earlier laps) with every slot
+    /// attached (generation 1, as attach.rs does),
     /// whose cursors are all at `start`: the state any queue is in after `start` bytes of
     /// traffic, all consumed and released.
     fn new(cap: u64, start: u64, yield_at_taken: bool, max_items: u64) -> Arc<Shm> {
@@ -118,8 +129,7 @@ impl Shm {
         visibility_ns: u64,
         mortal: bool,
     ) -> Arc<Shm> {
-        assert!(start % 8 == 0);
-        assert!((0..1 << 20).all(|p| tag(TAG_KEY, 8 * p) != STALE));
+        assert!(start % 16 == 0);
         let wake = || WakeLine {
             seq: a32(0),
             waiters: a32(0),
@@ -291,7 +301,7 @@ impl Shm {
 }
 
 /// Message `seq` of producer `p`, `len` bytes (at least 2), none of them zero, so a payload
-/// read before it was written, or after it was zeroed, never matches.
+/// read before it was written (a stale or zero word) never matches.
 fn message(p: usize, seq: usize, len: usize) -> Vec<u8> {
     let id = (1 + 4 * p + seq) as u8;
     let mut m = vec![id, 0x80 | p as u8];
@@ -671,11 +681,11 @@ fn explore(name: &str, bound: usize, once: impl Fn() + Sync + Send + 'static) {
 }
 
 /// The end state once every thread is done and `total` messages of `total_bytes` were put
-/// and delivered: after a last release, head == tail == released, the ring all zero, every
+/// and delivered: after a last release, head == tail == released, no ring word in use, every
 /// intent (claim, read, loan, pin) empty, the release lock free, an aborted loan's place
 /// reused, and the counters agree (nothing recovered or lost: every slot is alive).
 fn check_end(shm: &Shm, total: usize, total_bytes: usize) {
-    // After a last release, everything is free and zero again.
+    // After a last release, everything is free again.
     shm.ring(SLOTS - 1).release();
     let h = &shm.hdr;
     let tail = h.prod.tail.load(SeqCst);
@@ -729,11 +739,11 @@ fn check_end(shm: &Shm, total: usize, total_bytes: usize) {
     assert_eq!(h.items.j_kind.load(SeqCst), 0, "bound journal left");
 }
 
-// Payload lengths 2..=8 take 16 bytes in the ring, 9..=16 take 24. Preemption bounds are what
+// Payload lengths 2..=16 take 32 bytes in the ring, 17..=32 take 48. Preemption bounds are what
 // each model finishes with in about a minute or less in release mode (see the README).
 
-/// Two producers and two consumers, one message each, all at once. The cursors start 32
-/// bytes before the end of a 128-byte ring, so the 24-byte record may not fit the lap's end
+/// Two producers and two consumers, one message each, all at once. The cursors start 64
+/// bytes before the end of a 256-byte ring, so the 48-byte record may not fit the lap's end
 /// (PADDING, then a wrap). Four threads make loom's search grow fast: this model runs without
 /// preemptions (interleavings at yields and at thread ends, and every value weak memory
 /// ordering lets a load see); the two models after it cover each side's races with more.
@@ -760,7 +770,7 @@ fn loom_mpmc() {
 }
 
 /// The producers' race of the models below: two producers with two messages each, one
-/// consumer taking one at a time, from the start of a 32-byte ring.
+/// consumer taking one at a time, from the start of a 64-byte ring.
 const PRODUCERS_RACE: Model = Model {
     name: "producers_race_and_reuse",
     cap: 64,
@@ -779,10 +789,10 @@ const PRODUCERS_RACE: Model = Model {
     early_wrap: NONE,
 };
 
-/// Two producers with two messages each, one consumer, a 32-byte ring that holds two 16-byte
+/// Two producers with two messages each, one consumer, a 64-byte ring that holds two 32-byte
 /// records: producers race for claims, wait for consumed records to be released (by the
-/// consumer, or by themselves while waiting) and reuse the zeroed space on the next lap. Then
-/// the same with 16- and 24-byte records, which adds PADDING at every other wrap (a bigger
+/// consumer, or by themselves while waiting) and reuse the freed space on the next lap. Then
+/// the same with 32- and 48-byte records, which adds PADDING at every other wrap (a bigger
 /// search: without preemptions).
 #[test]
 fn loom_producers_race_and_reuse() {
@@ -797,10 +807,10 @@ fn loom_producers_race_and_reuse() {
 }
 
 /// Laps started early (`Ring::wrap_early`): two producers with two messages each and one
-/// consumer in a 64-byte ring whose claims from offset 16 on pad to the end of the lap once
+/// consumer in a 128-byte ring whose claims from offset 32 on pad to the end of the lap once
 /// the space behind them is released. Producers race for claims and early paddings; a padding
-/// is freed by zeroing its header only (its payload was never written: `write_payload` checks
-/// that claimed words are zero, `check_end` that the ring ends all zero).
+/// is freed with nothing written to its payload's words, which were never written either
+/// (`write_payload` checks that claimed words are free, `check_end` that none is left in use).
 #[test]
 fn loom_early_wrap() {
     Model {
@@ -813,7 +823,7 @@ fn loom_early_wrap() {
 }
 
 /// Two consumers race for four messages put before they start, across the end of the lap
-/// (PADDING, wrap), taking, marking CONSUMED and releasing (the release lock, zeroing).
+/// (PADDING, wrap), taking, marking CONSUMED and releasing (the release lock).
 #[test]
 fn loom_consumers_race() {
     Model {
@@ -923,12 +933,12 @@ fn loom_padding_reused_while_taken() {
 
 /// Loans: producer 0 puts both its messages through loans (`Ring::loan`, the payload written
 /// in place with `write_loan`, `end_loan` committing it) while producer 1 puts normally and a
-/// consumer takes, in a 32-byte ring (two 16-byte records) starting 16 bytes before its end:
+/// consumer takes, in a 64-byte ring (two 32-byte records) starting 32 bytes before its end:
 /// claims race, the consumer waits at an open loan's WRITING record (messages claimed after
 /// it are taken after it), and the loaned records' space is released and reused across the
-/// wrap. Three threads: one preemption (110,560 executions, about 30 s). Then one producer
-/// alone with the consumer, a loan, a normal put and a loan again, with three (473,056
-/// executions, about 40 s).
+/// wrap. Three threads: one preemption (92,186 executions, about 11 s). Then one producer
+/// alone with the consumer, a loan, a normal put and a loan again, with three (342,859
+/// executions, about 33 s).
 #[test]
 fn loom_loan() {
     let two_producers = Model {
@@ -961,13 +971,13 @@ fn loom_loan() {
 
 /// An aborted loan among normal puts: producer 0 loans a message, writes it and gives it up
 /// (`end_loan` without commit: DEAD), then puts two messages normally, while producer 1 puts
-/// one and a consumer takes, in a 32-byte ring starting 16 bytes before its end. The aborted
+/// one and a consumer takes, in a 64-byte ring starting 32 bytes before its end. The aborted
 /// message is never delivered, the consumer (or a producer's `release`) skips its DEAD record,
-/// the releaser zeroes its written payload, and its place is claimed again on the next lap
+/// the releaser frees its written payload, and its place is claimed again on the next lap
 /// (`check_end`: the tail got a lap past it; `write_payload`: the words claimed there were
-/// zero). Three threads: without preemptions (23,040 executions, 5 s; one preemption did not
+/// free). Three threads: without preemptions (19,006 executions, 2 s; one preemption did not
 /// finish in 10 minutes). Then one producer alone with the consumer, a put, the aborted loan
-/// and two puts, with two (360,619 executions, about 35 s).
+/// and two puts, with two (230,726 executions, about 24 s).
 #[test]
 fn loom_loan_abort() {
     let two_producers = Model {
@@ -998,14 +1008,14 @@ fn loom_loan_abort() {
     .run();
 }
 
-/// Views: a producer puts three messages into a 32-byte ring (two 16-byte records) starting
-/// 16 bytes before its end (the first put before the threads start), while consumer 0 pins
+/// Views: a producer puts three messages into a 64-byte ring (two 32-byte records) starting
+/// 32 bytes before its end (the first put before the threads start), while consumer 0 pins
 /// views (`view`: `try_pin`, the pin intent set by its callback, `read_pinned`, up to two
 /// held, released newest first) and consumer 1 takes copies (giving up after a few idle
 /// tries: `PATIENCE`). A pinned record stays COMMITTED below the head: the releaser must stop
 /// at it, so the producer waits for space behind it and never writes over it
-/// (`write_payload` checks that claimed words are zero; the viewer reads its payload again
-/// before `unpin`). Three threads that spin: without preemptions (8,214 executions, 1 s; one
+/// (`write_payload` checks that claimed words are free; the viewer reads its payload again
+/// before `unpin`). Three threads that spin: without preemptions (5,457 executions, 1 s; one
 /// preemption did not finish in 15 minutes); the two models after it cover each pair with
 /// more.
 #[test]
@@ -1068,7 +1078,7 @@ fn loom_views() {
 /// it, the releaser zeroed it, and the producer then committed into freed ring space); and
 /// `claim` announced a claim intent with a Relaxed store, so a recoverer reading the put's
 /// claim intent was not ordered after the loan intent stored before it (a weak-memory
-/// failure). It passes with four preemptions: 5,679 and 51,284 executions, about 10 s.
+/// failure). It passes with four preemptions: 5,456 and 50,646 executions, about 5 s.
 #[test]
 fn loom_recovery_spares_live_loan() {
     for put_while_open in [false, true] {
@@ -1139,7 +1149,7 @@ fn loom_recovery_spares_live_loan() {
 /// for the first view, and could still read pin_start NONE: it marked the live view CONSUMED
 /// (lost) and freed it. x86 keeps stores in order, so this was a weak-memory failure (ARM,
 /// POWER, or a compiler moving the Relaxed store up). It passes with three preemptions:
-/// 155,308 executions, about 15 s.
+/// 53,681 executions, about 4 s.
 #[test]
 fn loom_recovery_spares_live_views() {
     explore("recovery_spares_live_views", 3, || {
@@ -1199,7 +1209,7 @@ fn loom_recovery_spares_live_views() {
 // are words written with Relaxed stores by the model's own copy (as fill_lease copies bytes),
 // ordered by the lease's `pos` and `state` stores.
 
-/// Words of a lease's payload in the models: messages of up to 16 bytes.
+/// Words of a lease's payload in the models: messages of up to 24 bytes.
 const LEASE_WORDS: usize = 3;
 
 /// Where a dying acked consumer stops in `take_acked` (`loom_recovery_dead_acked_consumer`):
@@ -1396,9 +1406,9 @@ fn check_leases_free(shm: &Shm) {
 /// before and after the copy; the ack of its receipt must succeed), nothing is delivered
 /// again, and at the end every lease is FREE and the ring as `check_end` wants it. The model
 /// also counts the executions in which an acked get took a message, and those in which one
-/// lost a head CAS after its copy, and wants both. Three threads: one preemption (188,869
-/// executions, about 20 s); then the two acked consumers alone, with three (235,054
-/// executions, about 20 s).
+/// lost a head CAS after its copy, and wants both. Three threads: one preemption (20,281
+/// executions, about 2 s); then the two acked consumers alone, with three (74,660
+/// executions, about 7 s).
 #[test]
 fn loom_acked_consumers_race() {
     acked_race("acked_consumers_race", &[true, true, false], 1);
@@ -1504,8 +1514,7 @@ fn acked_race(name: &'static str, acked: &'static [bool], bound: usize) {
 /// (the lease FREE), or B gets the message again, intact, second delivery, gen + 1, and A's
 /// ack is refused as stale. B acks what it got, which must succeed (a stale ack never frees
 /// the newer delivery), and A's receipt stays refused after that. The model counts the
-/// executions of each outcome and wants both. Two preemptions: 52,274 executions, about 5 s
-/// (three: 719,357, about 70 s).
+/// executions of each outcome and wants both. Two preemptions: 52,274 executions, about 5 s.
 #[test]
 fn loom_ack_races_timeout() {
     let outcomes = std::sync::Arc::new([StdCounter::new(0), StdCounter::new(0)]);
@@ -1609,7 +1618,7 @@ fn loom_ack_races_timeout() {
 /// saw D alive, D took the record and died, and `recover_dead_reader` in the same round
 /// dropped the record that D's lease held; it now leaves a record that a dead holder's lease
 /// holds to the next round's lease recovery (`lease::held_by_dead`). Each fix alone still
-/// fails here. It passes with three preemptions: 91, 91, 91, 528, 2,391 and 25,485
+/// fails here. It passes with three preemptions: 91, 91, 91, 528, 2,391 and 24,674
 /// executions, under 3 s in all.
 #[test]
 fn loom_recovery_dead_acked_consumer() {

@@ -328,8 +328,11 @@ impl<'a> Ring<'a> {
             // The model's check of the ring invariant: claimed bytes are free (released since
             // they were last written). The release's marks reach this producer the way
             // `released` does, as the zeroing of freed bytes did before it was dropped.
-            let was = self.used[w].swap(1, Relaxed);
+            // A plain load (not a swap, which always reads the newest value): it may see
+            // any store that the claim is not ordered after, as the zero check did.
+            let was = self.used[w].load(Relaxed);
             assert_eq!(was, 0, "claimed payload word {w} is still in use");
+            self.used[w].store(1, Relaxed);
             let n = left.min(8);
             let mut b = [0u8; 8];
             b[..n].iter_mut().for_each(|x| *x = bytes.next().unwrap());
