@@ -2,14 +2,14 @@
 //! claims of dead processes.
 //!
 //! Producers claim space with one CAS on `tail` after announcing the range in their slot's
-//! claim intent, write a WRITING header (`publish`), copy the payload, then store COMMITTED. Consumers read
-//! `tail` (so the header they look at belongs to the current lap), see COMMITTED at `head`,
-//! copy the payloads out, announce a read intent, CAS `head` past the record(s) (a failed CAS
-//! discards the copy, which may be torn), then store CONSUMED. A view pins its record
-//! instead: it stays COMMITTED below `head`, covered by the slot's pin intent, until released. After
-//! the CAS only the COMMITTED records a consumer took are its own: padding and dead records
-//! below `head` may be freed and their place reused at once, so it never reads them again. The
-//! holder of the release lock (a producer that needs room, a consumer after taking a quarter
+//! claim intent, write a WRITING header (`publish`), copy the payload, then store COMMITTED.
+//! Consumers read `tail` (so the header they look at belongs to the current lap), see
+//! COMMITTED at `head`, copy the payloads out, announce a read intent, CAS `head` past the
+//! record(s) (a failed CAS discards the copy, which may be torn), then store CONSUMED. A view
+//! pins its record instead: it stays COMMITTED below `head`, covered by the slot's pin intent,
+//! until released. After the CAS only the COMMITTED records a consumer took are its own:
+//! padding and dead records below `head` may be freed and their place reused at once, so it
+//! never reads them again. The holder of the release lock (a producer that needs room, a consumer after taking a quarter
 //! of the ring, any consumer while a producer waits for room) walks the consumed records in
 //! order and advances `released` past them; every byte at or above `released` (up to
 //! `released + capacity`) is free or belongs to a live claim. Freed bytes are not zeroed: a
