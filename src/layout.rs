@@ -49,9 +49,11 @@
 //! payloads). A stale word can never pass for a header because a header is valid only with
 //! its position's tag: `tag` is a bijection of the position (so no earlier lap's tag matches
 //! a later position), keyed with the segment's random key (so a payload cannot carry a valid
-//! tag of a position not yet written, except by guessing 64 bits). A producer writes the
-//! state word first and the tag word after it (Release); a reader loads the tag word first
-//! (Acquire), so a valid tag shows the state word of this lap (`Ring::header`).
+//! tag of a position not yet written, except by guessing 64 bits; it is not a cryptographic
+//! MAC: whoever can read the segment can read the key, and could write the ring anyway). A
+//! producer writes the state word first and the tag word after it (Release); a reader loads
+//! the tag word first (Acquire), so a valid tag shows the state word of this lap
+//! (`Ring::header`).
 
 use self::sync::{AtomicU32, AtomicU64};
 
