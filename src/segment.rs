@@ -241,10 +241,7 @@ impl Segment {
         }
         // Each lease's generation starts at a random value, so a receipt of another queue
         // (or of an earlier queue of the same name) matches none of this queue's leases.
-        static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seed = nonce()
-            ^ (std::process::id() as u64).rotate_left(40)
-            ^ mix(CREATED.fetch_add(1, Ordering::Relaxed));
+        let seed = seed();
         for (i, lease) in self.leases().iter().enumerate() {
             let gen = mix(seed.wrapping_add(i as u64)) >> 32;
             lease.state.store(gen << 32, Ordering::Relaxed); // FREE, no owner
@@ -511,8 +508,16 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// 64 random bits from the kernel (getrandom), or, should it fail, a mix of the clock, the
-/// pid and a counter: the key of a segment's record tags (layout::tag).
+/// A value no other segment creation gets: the clock, the pid and a per-process count.
+fn seed() -> u64 {
+    static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    nonce()
+        ^ (std::process::id() as u64).rotate_left(40)
+        ^ mix(CREATED.fetch_add(1, Ordering::Relaxed))
+}
+
+/// 64 random bits from the kernel (getrandom), or, should it fail, a mix of `seed`: the key
+/// of a segment's record tags (layout::tag).
 fn random_key() -> u64 {
     let mut key = 0u64;
     // SAFETY: getrandom writes at most 8 bytes into `key`, a local u64.
@@ -520,9 +525,7 @@ fn random_key() -> u64 {
     if n == 8 {
         return key;
     }
-    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    mix(nonce() ^ (std::process::id() as u64).rotate_left(32))
-        ^ mix(FALLBACK.fetch_add(1, Ordering::Relaxed))
+    mix(seed())
 }
 
 fn nonce() -> u64 {
